@@ -1,0 +1,206 @@
+//! Policy evaluation: which policies fire for a tag name, in one pass.
+//!
+//! The patterns of a policy set are compiled into one `RegexSet` and kept in
+//! a bounded cache inside the instance, keyed by the pattern texts, so a warm
+//! plugin matches a tag once however many policies are in scope.
+
+use crate::model::{Policy, PolicyMatch};
+use crate::pattern::full_match_source;
+use regex::{RegexSet, RegexSetBuilder};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// How many compiled policy sets an instance keeps.
+pub const SET_CACHE_CAPACITY: usize = 128;
+
+/// Compile size budget per pattern in a set (the `regex` default for one pattern).
+const SIZE_LIMIT_PER_PATTERN: usize = 10 << 20;
+
+struct Compiled {
+    patterns: Vec<String>,
+    set: RegexSet,
+}
+
+/// A bounded cache of compiled policy sets, evicting the oldest entry first.
+#[derive(Default)]
+pub struct Matcher {
+    sets: HashMap<u64, Compiled>,
+    order: VecDeque<u64>,
+    compiles: u64,
+}
+
+fn key_of(policies: &[Policy]) -> u64 {
+    let mut h = DefaultHasher::new();
+    policies.len().hash(&mut h);
+    for p in policies {
+        p.tag_pattern.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn same_patterns(compiled: &[String], policies: &[Policy]) -> bool {
+    compiled.len() == policies.len()
+        && compiled
+            .iter()
+            .zip(policies)
+            .all(|(c, p)| *c == p.tag_pattern)
+}
+
+impl Matcher {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many sets were compiled so far (cache misses).
+    pub fn compiles(&self) -> u64 {
+        self.compiles
+    }
+
+    /// How many sets are cached now.
+    pub fn cached(&self) -> usize {
+        self.sets.len()
+    }
+
+    fn set_for(&mut self, policies: &[Policy]) -> Result<&RegexSet, String> {
+        let key = key_of(policies);
+        let hit = self
+            .sets
+            .get(&key)
+            .is_some_and(|c| same_patterns(&c.patterns, policies));
+        if !hit {
+            let set =
+                RegexSetBuilder::new(policies.iter().map(|p| full_match_source(&p.tag_pattern)))
+                    .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
+                    .build()
+                    .map_err(|e| format!("policies: a tag pattern does not compile: {e}"))?;
+            self.compiles += 1;
+            if self.sets.remove(&key).is_none() {
+                if self.order.len() >= SET_CACHE_CAPACITY
+                    && let Some(old) = self.order.pop_front()
+                {
+                    self.sets.remove(&old);
+                }
+                self.order.push_back(key);
+            }
+            let patterns = policies.iter().map(|p| p.tag_pattern.clone()).collect();
+            self.sets.insert(key, Compiled { patterns, set });
+        }
+        Ok(&self.sets[&key].set)
+    }
+
+    /// Compiles the set for `policies` now (a cache hit if it is already there).
+    pub fn prepare(&mut self, policies: &[Policy]) -> Result<(), String> {
+        self.set_for(policies).map(|_| ())
+    }
+
+    /// Indices of the policies that fire for `tag`, in policy order.
+    pub fn firing_indices(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<usize>, String> {
+        if policies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let matched = self.set_for(policies)?.matches(tag);
+        Ok(policies
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| matched.matched(*i) == p.tag_pattern_matches)
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    /// Whether any policy fires for `tag` (the tag is immutable under the set).
+    pub fn any_fires(&mut self, tag: &str, policies: &[Policy]) -> Result<bool, String> {
+        Ok(!self.firing_indices(tag, policies)?.is_empty())
+    }
+
+    /// Every policy that fires for `tag`, with whether its pattern matched.
+    pub fn explain(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<PolicyMatch>, String> {
+        Ok(self
+            .firing_indices(tag, policies)?
+            .into_iter()
+            .map(|i| PolicyMatch {
+                policy: policies[i].clone(),
+                pattern_matched: policies[i].tag_pattern_matches,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Scope;
+
+    pub(crate) fn policy(uuid: &str, pattern: &str, matches: bool) -> Policy {
+        Policy {
+            uuid: uuid.into(),
+            scope: Scope::Namespace,
+            namespace: "org".into(),
+            repository: None,
+            tag_pattern: pattern.into(),
+            tag_pattern_matches: matches,
+        }
+    }
+
+    #[test]
+    fn quay_digits_case_normal_and_inverted() {
+        let mut m = Matcher::new();
+        let normal = [policy("p", "[0-9]*", true)];
+        assert!(m.any_fires("123", &normal).unwrap());
+        assert!(!m.any_fires("redis", &normal).unwrap());
+        let inverted = [policy("p", "[0-9]*", false)];
+        assert!(!m.any_fires("123", &inverted).unwrap());
+        assert!(m.any_fires("redis", &inverted).unwrap());
+    }
+
+    #[test]
+    fn semver_pattern() {
+        let mut m = Matcher::new();
+        let p = [policy("p", r"v?[0-9]+\.[0-9]+\.[0-9]+", true)];
+        assert!(m.any_fires("v1.2.3", &p).unwrap());
+        assert!(m.any_fires("10.20.30", &p).unwrap());
+        assert!(!m.any_fires("v1.2", &p).unwrap());
+        assert!(!m.any_fires("v1.2.3-rc1", &p).unwrap());
+    }
+
+    #[test]
+    fn or_over_policies_with_inversion_and_explain_lists_every_firing_policy() {
+        let mut m = Matcher::new();
+        let ps = [
+            policy("release", "release-.*", true),
+            policy("not-dev", "dev-.*", false),
+            policy("latest", "latest", true),
+        ];
+        // dev-x: release no, not-dev no (matched -> inverted -> no), latest no.
+        assert!(!m.any_fires("dev-x", &ps).unwrap());
+        // release-1: release yes, not-dev yes (not matched), latest no.
+        let why = m.explain("release-1", &ps).unwrap();
+        let uuids: Vec<_> = why.iter().map(|w| w.policy.uuid.as_str()).collect();
+        assert_eq!(uuids, ["release", "not-dev"]);
+        assert!(why[0].pattern_matched && !why[1].pattern_matched);
+        // latest: not-dev and latest fire.
+        assert_eq!(m.firing_indices("latest", &ps).unwrap(), [1, 2]);
+        // no policies: nothing fires.
+        assert!(!m.any_fires("latest", &[]).unwrap());
+    }
+
+    #[test]
+    fn caches_compiled_sets_by_pattern_text_and_stays_bounded() {
+        let mut m = Matcher::new();
+        let a = [policy("a", "x.*", true)];
+        let renamed = [policy("other-uuid", "x.*", false)];
+        m.any_fires("x1", &a).unwrap();
+        m.any_fires("y1", &a).unwrap();
+        m.any_fires("x1", &renamed).unwrap();
+        assert_eq!(m.compiles(), 1, "same pattern text reuses the compiled set");
+        for i in 0..(SET_CACHE_CAPACITY + 40) {
+            m.any_fires("t", &[policy("p", &format!("t{i}"), true)])
+                .unwrap();
+        }
+        assert_eq!(m.cached(), SET_CACHE_CAPACITY);
+        assert_eq!(m.compiles(), 1 + SET_CACHE_CAPACITY as u64 + 40);
+        // The oldest entry was evicted and is compiled again.
+        m.any_fires("x1", &a).unwrap();
+        assert_eq!(m.compiles(), 2 + SET_CACHE_CAPACITY as u64 + 40);
+    }
+}

@@ -1,0 +1,192 @@
+//! Tag patterns and tag names: validation of the regex dialect, and the
+//! OCI tag name rule.
+
+use crate::model::PolicyError;
+use regex_syntax::ast::ErrorKind;
+
+/// Longest pattern accepted, in characters after trimming.
+pub const MAX_PATTERN_CHARS: usize = 256;
+
+/// Longest tag name the OCI distribution spec allows.
+pub const MAX_TAG_CHARS: usize = 128;
+
+/// Trims `raw` and checks it is a valid full-match pattern; returns the trimmed text.
+pub fn validate_pattern(raw: &str) -> Result<String, PolicyError> {
+    let pattern = raw.trim();
+    if pattern.is_empty() {
+        return Err(PolicyError::EmptyPattern);
+    }
+    let chars = pattern.chars().count();
+    if chars > MAX_PATTERN_CHARS {
+        return Err(PolicyError::PatternTooLong(
+            u32::try_from(chars).unwrap_or(u32::MAX),
+        ));
+    }
+    if let Err(err) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        let construct = match err.kind() {
+            ErrorKind::UnsupportedLookAround => Some("look-around"),
+            ErrorKind::UnsupportedBackreference => Some("backreference"),
+            _ => None,
+        };
+        if let Some(construct) = construct {
+            let byte = err.span().start.offset.min(pattern.len());
+            let position = pattern[..byte].chars().count();
+            return Err(PolicyError::UnsupportedConstruct {
+                construct: construct.to_string(),
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+            });
+        }
+        return Err(PolicyError::InvalidPattern(err.to_string()));
+    }
+    compile_full(pattern).map_err(|e| PolicyError::InvalidPattern(e.to_string()))?;
+    Ok(pattern.to_string())
+}
+
+/// The pattern wrapped so that it must match the whole tag name.
+pub fn full_match_source(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
+}
+
+/// Compiles one pattern with full-match semantics.
+pub fn compile_full(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&full_match_source(pattern))
+}
+
+/// Whether `name` follows the OCI rule `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn is_valid_tag_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let Some((&first, rest)) = bytes.split_first() else {
+        return false;
+    };
+    bytes.len() <= MAX_TAG_CHARS
+        && (first.is_ascii_alphanumeric() || first == b'_')
+        && rest
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Checks a tag name and says why it is rejected.
+pub fn check_tag_name(name: &str) -> Result<(), String> {
+    if is_valid_tag_name(name) {
+        Ok(())
+    } else if name.is_empty() {
+        Err("tag name: must not be empty".to_string())
+    } else if name.len() > MAX_TAG_CHARS {
+        Err(format!(
+            "tag name: {} characters, at most {MAX_TAG_CHARS} allowed",
+            name.chars().count()
+        ))
+    } else {
+        Err(format!(
+            "tag name {name:?}: must match [A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_and_accepts_a_semver_pattern() {
+        let p = validate_pattern("  ^v[0-9]+\\.[0-9]+\\.[0-9]+$ \n").unwrap();
+        assert_eq!(p, "^v[0-9]+\\.[0-9]+\\.[0-9]+$");
+    }
+
+    #[test]
+    fn accepts_256_characters_and_rejects_257() {
+        assert!(validate_pattern(&"a".repeat(256)).is_ok());
+        assert_eq!(
+            validate_pattern(&"a".repeat(257)),
+            Err(PolicyError::PatternTooLong(257))
+        );
+    }
+
+    #[test]
+    fn length_is_counted_after_trimming_in_characters() {
+        let padded = format!("   {}   ", "é".repeat(256));
+        assert!(validate_pattern(&padded).is_ok());
+    }
+
+    #[test]
+    fn rejects_empty_and_whitespace_only() {
+        assert_eq!(validate_pattern(""), Err(PolicyError::EmptyPattern));
+        assert_eq!(validate_pattern(" \t\n "), Err(PolicyError::EmptyPattern));
+    }
+
+    #[test]
+    fn names_look_ahead_and_look_behind_with_their_position() {
+        assert_eq!(
+            validate_pattern("v1(?=beta)"),
+            Err(PolicyError::UnsupportedConstruct {
+                construct: "look-around".into(),
+                position: 2
+            })
+        );
+        assert_eq!(
+            validate_pattern("  ab(?<!x)c"),
+            Err(PolicyError::UnsupportedConstruct {
+                construct: "look-around".into(),
+                position: 2
+            })
+        );
+        assert_eq!(
+            validate_pattern("(?!dev).*"),
+            Err(PolicyError::UnsupportedConstruct {
+                construct: "look-around".into(),
+                position: 0
+            })
+        );
+    }
+
+    #[test]
+    fn names_backreferences_with_their_position() {
+        assert_eq!(
+            validate_pattern("(a)b\\1"),
+            Err(PolicyError::UnsupportedConstruct {
+                construct: "backreference".into(),
+                position: 4
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_a_pattern_that_does_not_compile() {
+        match validate_pattern("v[0-9") {
+            Err(PolicyError::InvalidPattern(msg)) => assert!(msg.contains("unclosed"), "{msg}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            validate_pattern("a{5,2}"),
+            Err(PolicyError::InvalidPattern(_))
+        ));
+    }
+
+    #[test]
+    fn nested_quantifiers_are_linear_and_correct() {
+        let re = compile_full("(a+)+b").unwrap();
+        assert!(!re.is_match(&"a".repeat(30)));
+        assert!(re.is_match(&format!("{}b", "a".repeat(30))));
+    }
+
+    #[test]
+    fn full_match_not_prefix_match() {
+        let re = compile_full("v1").unwrap();
+        assert!(re.is_match("v1"));
+        assert!(!re.is_match("v10"));
+        assert!(!re.is_match("xv1"));
+        let alt = compile_full("a|b").unwrap();
+        assert!(alt.is_match("a") && alt.is_match("b") && !alt.is_match("ab"));
+    }
+
+    #[test]
+    fn oci_tag_names() {
+        for ok in ["latest", "v1.0.0", "_x", "A-b_c.d", &"a".repeat(128)] {
+            assert!(is_valid_tag_name(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a b", "ä", &"a".repeat(129)] {
+            assert!(!is_valid_tag_name(bad), "{bad}");
+            assert!(check_tag_name(bad).unwrap_err().starts_with("tag name"));
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The default plugin's decisions: one method per export of the contract,
+//! written against the [`Host`] trait so it runs natively in tests and in
+//! wasm behind the generated bindings.
+
+use crate::matcher::Matcher;
+use crate::model::{
+    AuditRecord, DeleteDecision, DeleteRequest, Error, Policy, PolicyError, PolicyMatch, Preview,
+    PushDecision, PushRequest, RunOptions, RunSummary, RunTrigger, ScanRequest, Tag, TagChange,
+};
+use crate::pattern::check_tag_name;
+use crate::records::{self, RunProgress, SAMPLE_TAGS};
+
+/// Name reported by `info`.
+pub const NAME: &str = "tagguard-default";
+/// Version reported by `info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The contract this plugin implements.
+pub const CONTRACT: &str = "tagguard:policy@0.1.0";
+
+/// The imports a plugin calls: the audit log and the tag store.
+pub trait Host {
+    /// Stages a record for the current call.
+    fn append(&mut self, record: AuditRecord) -> Result<(), String>;
+    /// Alive, non-hidden tags in scope with id > `after_id`, ascending.
+    fn scan(&mut self, request: &ScanRequest) -> Result<Vec<Tag>, String>;
+    /// Marks tags immutable with their records; returns the ids that changed.
+    fn mark_immutable(&mut self, changes: Vec<TagChange>) -> Result<Vec<u64>, String>;
+}
+
+/// The plugin's per-instance state: its cache of compiled policy sets.
+#[derive(Default)]
+pub struct PolicyPlugin {
+    matcher: Matcher,
+}
+
+fn stage(host: &mut dyn Host, record: AuditRecord) -> Result<(), Error> {
+    host.append(record).map_err(Error::Audit)
+}
+
+fn tag_name_ok(name: &str) -> Result<(), Error> {
+    check_tag_name(name).map_err(Error::InvalidTagName)
+}
+
+impl PolicyPlugin {
+    /// A plugin with an empty pattern cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates a candidate policy; see [`crate::policies::validate_policy`].
+    pub fn validate_policy(
+        &mut self,
+        candidate: &Policy,
+        existing: &[Policy],
+    ) -> Result<Policy, PolicyError> {
+        crate::policies::validate_policy(candidate, existing)
+    }
+
+    /// Every policy that fires for `tag`.
+    pub fn explain(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<PolicyMatch>, Error> {
+        tag_name_ok(tag)?;
+        self.matcher
+            .explain(tag, policies)
+            .map_err(Error::InvalidArgument)
+    }
+
+    /// Decides a push and stages its record.
+    pub fn on_push(
+        &mut self,
+        host: &mut dyn Host,
+        req: &PushRequest,
+    ) -> Result<PushDecision, Error> {
+        tag_name_ok(&req.tag_name)?;
+        if req.manifest_digest.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "manifest-digest: must not be empty".into(),
+            ));
+        }
+        if let Some(existing) = req.existing.as_ref().filter(|t| t.immutable) {
+            let keeping = self.explain(&existing.name, &req.policies)?;
+            stage(
+                host,
+                records::denied(existing, "push", Some(&req.manifest_digest), &keeping),
+            )?;
+            return Ok(PushDecision::Deny(keeping));
+        }
+        let matched = self.explain(&req.tag_name, &req.policies)?;
+        if matched.is_empty() {
+            return Ok(PushDecision::Create {
+                immutable: false,
+                matched,
+            });
+        }
+        let previous = req.existing.as_ref().is_some_and(|t| t.immutable);
+        stage(
+            host,
+            records::made_immutable_on_push(
+                &req.namespace,
+                &req.repository,
+                &req.tag_name,
+                &req.manifest_digest,
+                previous,
+                &matched,
+            ),
+        )?;
+        Ok(PushDecision::Create {
+            immutable: true,
+            matched,
+        })
+    }
+
+    /// Decides a delete or expiry; stages one denial record per immutable tag.
+    pub fn on_delete(
+        &mut self,
+        host: &mut dyn Host,
+        req: &DeleteRequest,
+    ) -> Result<DeleteDecision, Error> {
+        let mut blocking = Vec::new();
+        for tag in req.tags.iter().filter(|t| t.immutable) {
+            let keeping = self.explain(&tag.name, &req.policies)?;
+            stage(
+                host,
+                records::denied(tag, req.operation.as_str(), None, &keeping),
+            )?;
+            blocking.push(tag.id);
+        }
+        Ok(if blocking.is_empty() {
+            DeleteDecision::Allow
+        } else {
+            DeleteDecision::Deny(blocking)
+        })
+    }
+
+    /// Stages `create_immutability_policy`.
+    pub fn on_policy_created(&mut self, host: &mut dyn Host, policy: &Policy) -> Result<(), Error> {
+        stage(host, records::policy_created(policy))
+    }
+
+    /// Stages `update_immutability_policy`.
+    pub fn on_policy_updated(
+        &mut self,
+        host: &mut dyn Host,
+        before: &Policy,
+        after: &Policy,
+    ) -> Result<(), Error> {
+        if before.uuid != after.uuid {
+            return Err(Error::InvalidArgument(format!(
+                "after.uuid: {:?} does not match before.uuid {:?}",
+                after.uuid, before.uuid
+            )));
+        }
+        stage(host, records::policy_updated(before, after))
+    }
+
+    /// Stages `delete_immutability_policy`.
+    pub fn on_policy_deleted(&mut self, host: &mut dyn Host, policy: &Policy) -> Result<(), Error> {
+        stage(host, records::policy_deleted(policy))
+    }
+
+    /// Stages `change_tag_immutability` when the state changes; returns whether it does.
+    pub fn on_manual_change(
+        &mut self,
+        host: &mut dyn Host,
+        tag: &Tag,
+        immutable: bool,
+    ) -> Result<bool, Error> {
+        if tag.immutable == immutable {
+            return Ok(false);
+        }
+        stage(host, records::manual_change(tag, immutable))?;
+        Ok(true)
+    }
+
+    /// Compiles `policy` up front, so a bad pattern fails before any scan.
+    fn prepare(&mut self, policy: &Policy) -> Result<(), Error> {
+        self.matcher
+            .prepare(std::slice::from_ref(policy))
+            .map_err(Error::InvalidArgument)
+    }
+
+    fn fires(&mut self, tag: &str, policy: &Policy) -> Result<bool, Error> {
+        self.matcher
+            .any_fires(tag, std::slice::from_ref(policy))
+            .map_err(Error::InvalidArgument)
+    }
+
+    /// Applies `policy` to existing tags in batches; stages the run summary.
+    pub fn run_retroactive(
+        &mut self,
+        host: &mut dyn Host,
+        policy: &Policy,
+        trigger: RunTrigger,
+        options: &RunOptions,
+    ) -> Result<RunSummary, Error> {
+        if options.batch_size == 0 {
+            return Err(Error::InvalidArgument(
+                "batch-size: must be at least 1".into(),
+            ));
+        }
+        if options.run_id.trim().is_empty() {
+            return Err(Error::InvalidArgument("run-id: must not be empty".into()));
+        }
+        self.prepare(policy)?;
+        let mut summary = RunSummary {
+            run_id: options.run_id.clone(),
+            count: 0,
+            sample_tags: Vec::new(),
+            batches: 0,
+        };
+        let outcome = self.run_batches(host, policy, trigger, options, &mut summary);
+        let progress = RunProgress {
+            run_id: &summary.run_id,
+            trigger: trigger.as_str(),
+            count: summary.count,
+            sample_tags: &summary.sample_tags,
+            batches: summary.batches,
+            batch_size: options.batch_size,
+            error: outcome.as_ref().err().map(ToString::to_string),
+        };
+        let staged = stage(host, records::run_summary(policy, &progress));
+        outcome?;
+        staged?;
+        Ok(summary)
+    }
+
+    fn run_batches(
+        &mut self,
+        host: &mut dyn Host,
+        policy: &Policy,
+        trigger: RunTrigger,
+        options: &RunOptions,
+        summary: &mut RunSummary,
+    ) -> Result<(), Error> {
+        let mut request = ScanRequest {
+            namespace: policy.namespace.clone(),
+            repository: policy.repository.clone(),
+            after_id: 0,
+            limit: options.batch_size,
+        };
+        loop {
+            let tags = host.scan(&request).map_err(Error::Store)?;
+            let Some(last) = tags.last() else { break };
+            request.after_id = last.id;
+            summary.batches += 1;
+            let mut changes = Vec::new();
+            for tag in tags.iter().filter(|t| !t.immutable) {
+                if self.fires(&tag.name, policy)? {
+                    let record = records::made_immutable_by_run(
+                        tag,
+                        policy,
+                        trigger.as_str(),
+                        &options.run_id,
+                    );
+                    changes.push(TagChange {
+                        tag_id: tag.id,
+                        record,
+                    });
+                }
+            }
+            if !changes.is_empty() {
+                let changed = host.mark_immutable(changes).map_err(Error::Store)?;
+                summary.count += changed.len() as u64;
+                let room = SAMPLE_TAGS.saturating_sub(summary.sample_tags.len());
+                if room > 0 {
+                    let names = tags
+                        .iter()
+                        .filter(|t| changed.contains(&t.id))
+                        .map(|t| t.name.clone());
+                    summary.sample_tags.extend(names.take(room));
+                }
+            }
+            if tags.len() < options.batch_size as usize {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the mutable tags `policy` would make immutable, with a sample. Writes nothing.
+    pub fn preview(
+        &mut self,
+        host: &mut dyn Host,
+        policy: &Policy,
+        sample_limit: u32,
+    ) -> Result<Preview, Error> {
+        self.prepare(policy)?;
+        let mut preview = Preview {
+            count: 0,
+            sample: Vec::new(),
+        };
+        let mut request = ScanRequest {
+            namespace: policy.namespace.clone(),
+            repository: policy.repository.clone(),
+            after_id: 0,
+            limit: 500,
+        };
+        loop {
+            let tags = host.scan(&request).map_err(Error::Store)?;
+            let Some(last) = tags.last() else { break };
+            request.after_id = last.id;
+            let full = tags.len() == request.limit as usize;
+            for tag in tags.into_iter().filter(|t| !t.immutable) {
+                if self.fires(&tag.name, policy)? {
+                    preview.count += 1;
+                    if preview.sample.len() < sample_limit as usize {
+                        preview.sample.push(tag);
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(preview)
+    }
+}

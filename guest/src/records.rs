@@ -1,0 +1,232 @@
+//! Builders for every audit record the plugin stages, one function per event
+//! of the record table. Metadata is built as JSON values, never by formatting.
+
+use crate::model::{AuditRecord, Policy, PolicyMatch, RecordKind, Tag};
+use serde_json::{Map, Value, json};
+
+/// How many tag names a run summary lists.
+pub const SAMPLE_TAGS: usize = 10;
+
+/// One policy as a JSON object.
+pub fn policy_json(p: &Policy) -> Value {
+    json!({
+        "uuid": p.uuid,
+        "scope": p.scope.as_str(),
+        "namespace": p.namespace,
+        "repository": p.repository,
+        "tag_pattern": p.tag_pattern,
+        "tag_pattern_matches": p.tag_pattern_matches,
+    })
+}
+
+/// The `policy_*` fields that name the policy causing a change.
+fn cause_fields(meta: &mut Map<String, Value>, p: &Policy) {
+    meta.insert("policy_uuid".into(), json!(p.uuid));
+    meta.insert("policy_pattern".into(), json!(p.tag_pattern));
+    meta.insert(
+        "policy_pattern_matches".into(),
+        json!(p.tag_pattern_matches),
+    );
+    meta.insert("policy_scope".into(), json!(p.scope.as_str()));
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// `tag_made_immutable_by_policy` for a push that creates or moves `tag` to `digest`.
+/// The first firing policy is the cause; all of them are listed.
+pub fn made_immutable_on_push(
+    namespace: &str,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    previous_immutable: bool,
+    matched: &[PolicyMatch],
+) -> AuditRecord {
+    let mut meta = object(json!({
+        "tag": tag,
+        "manifest_digest": digest,
+        "previous_immutable": previous_immutable,
+        "immutable": true,
+        "trigger": "push",
+        "outcome": "success",
+        "matched_policies": matched.iter().map(|m| m.policy.uuid.as_str()).collect::<Vec<_>>(),
+    }));
+    if let Some(first) = matched.first() {
+        cause_fields(&mut meta, &first.policy);
+    }
+    AuditRecord {
+        kind: RecordKind::TagMadeImmutableByPolicy,
+        namespace: namespace.into(),
+        repository: Some(repository.into()),
+        tag: Some(tag.into()),
+        metadata: Value::Object(meta),
+    }
+}
+
+/// `tag_made_immutable_by_policy` for a tag marked by a retroactive run.
+pub fn made_immutable_by_run(
+    tag: &Tag,
+    policy: &Policy,
+    trigger: &str,
+    run_id: &str,
+) -> AuditRecord {
+    let mut meta = object(json!({
+        "tag": tag.name,
+        "manifest_digest": tag.manifest_digest,
+        "previous_immutable": false,
+        "immutable": true,
+        "trigger": trigger,
+        "outcome": "success",
+        "run_id": run_id,
+        "matched_policies": [policy.uuid],
+    }));
+    cause_fields(&mut meta, policy);
+    AuditRecord {
+        kind: RecordKind::TagMadeImmutableByPolicy,
+        namespace: tag.namespace.clone(),
+        repository: Some(tag.repository.clone()),
+        tag: Some(tag.name.clone()),
+        metadata: Value::Object(meta),
+    }
+}
+
+/// Progress of a retroactive run, as its summary reports it.
+pub struct RunProgress<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// `policy_created` or `policy_updated`.
+    pub trigger: &'a str,
+    /// Tags changed.
+    pub count: u64,
+    /// First changed tag names.
+    pub sample_tags: &'a [String],
+    /// Batches processed.
+    pub batches: u32,
+    /// Batch size used.
+    pub batch_size: u32,
+    /// The error that stopped the run, if it failed.
+    pub error: Option<String>,
+}
+
+/// `tags_made_immutable_by_policy`: the summary of a run, completed or failed.
+pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
+    let status = if progress.error.is_some() {
+        "failed"
+    } else {
+        "completed"
+    };
+    let mut meta = object(json!({
+        "run_id": progress.run_id,
+        "trigger": progress.trigger,
+        "count": progress.count,
+        "tags_affected_count": progress.count,
+        "sample_tags": progress.sample_tags,
+        "batches": progress.batches,
+        "batch_size": progress.batch_size,
+        "status": status,
+        "outcome": status,
+    }));
+    cause_fields(&mut meta, policy);
+    if let Some(err) = &progress.error {
+        meta.insert("error".into(), json!(err));
+    }
+    AuditRecord {
+        kind: RecordKind::TagsMadeImmutableByPolicy,
+        namespace: policy.namespace.clone(),
+        repository: policy.repository.clone(),
+        tag: None,
+        metadata: Value::Object(meta),
+    }
+}
+
+fn policy_record(kind: RecordKind, policy: &Policy, extra: Value) -> AuditRecord {
+    let mut meta = object(extra);
+    cause_fields(&mut meta, policy);
+    meta.insert("outcome".into(), json!("success"));
+    AuditRecord {
+        kind,
+        namespace: policy.namespace.clone(),
+        repository: policy.repository.clone(),
+        tag: None,
+        metadata: Value::Object(meta),
+    }
+}
+
+/// `create_immutability_policy`.
+pub fn policy_created(policy: &Policy) -> AuditRecord {
+    policy_record(
+        RecordKind::CreateImmutabilityPolicy,
+        policy,
+        json!({ "policy": policy_json(policy) }),
+    )
+}
+
+/// `update_immutability_policy`, with the policy before and after.
+pub fn policy_updated(before: &Policy, after: &Policy) -> AuditRecord {
+    policy_record(
+        RecordKind::UpdateImmutabilityPolicy,
+        after,
+        json!({ "before": policy_json(before), "after": policy_json(after) }),
+    )
+}
+
+/// `delete_immutability_policy`, carrying the deleted pattern.
+pub fn policy_deleted(policy: &Policy) -> AuditRecord {
+    policy_record(
+        RecordKind::DeleteImmutabilityPolicy,
+        policy,
+        json!({ "policy": policy_json(policy), "deleted_pattern": policy.tag_pattern }),
+    )
+}
+
+/// `change_tag_immutability`: a manual toggle.
+pub fn manual_change(tag: &Tag, immutable: bool) -> AuditRecord {
+    AuditRecord {
+        kind: RecordKind::ChangeTagImmutability,
+        namespace: tag.namespace.clone(),
+        repository: Some(tag.repository.clone()),
+        tag: Some(tag.name.clone()),
+        metadata: json!({
+            "tag": tag.name,
+            "manifest_digest": tag.manifest_digest,
+            "previous_immutable": tag.immutable,
+            "immutable": immutable,
+            "trigger": "manual",
+            "outcome": "success",
+        }),
+    }
+}
+
+/// `tag_immutability_denied`: an operation refused on an immutable tag.
+/// `attempted_digest` is the digest a refused push wanted to point the tag to.
+pub fn denied(
+    tag: &Tag,
+    operation: &str,
+    attempted_digest: Option<&str>,
+    keeping: &[PolicyMatch],
+) -> AuditRecord {
+    let mut meta = object(json!({
+        "tag": tag.name,
+        "manifest_digest": tag.manifest_digest,
+        "operation": operation,
+        "immutable": true,
+        "outcome": "denied",
+        "reason": "TAG_IMMUTABLE",
+        "matched_policies": keeping.iter().map(|m| policy_json(&m.policy)).collect::<Vec<_>>(),
+    }));
+    if let Some(d) = attempted_digest {
+        meta.insert("attempted_manifest_digest".into(), json!(d));
+    }
+    AuditRecord {
+        kind: RecordKind::TagImmutabilityDenied,
+        namespace: tag.namespace.clone(),
+        repository: Some(tag.repository.clone()),
+        tag: Some(tag.name.clone()),
+        metadata: Value::Object(meta),
+    }
+}
