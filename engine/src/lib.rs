@@ -1,1 +1,34 @@
+//! tagguard engine: the wasmtime host a container registry embeds to run
+//! tag immutability policy plugins.
+//!
+//! A registry implements [`TagStore`] and [`AuditSink`], loads a [`Plugin`]
+//! (the embedded default, or a component file) into a [`Runtime`], and calls
+//! the typed methods of [`TagGuard`]. Every outcome is checked against the
+//! records the plugin staged with it, and committed together with them.
 
+pub mod bindings;
+pub mod entry;
+pub mod error;
+pub mod guard;
+pub mod host;
+pub mod plugin;
+pub mod registry;
+pub mod runtime;
+pub mod tagguard;
+pub mod utc;
+
+pub use bindings::policy_engine::{
+    CreateDecision, DeleteDecision, DeleteOperation, DeleteRequest, PluginInfo, PreviewReport,
+    PushDecision, PushRequest, RunSummary, RunTrigger,
+};
+pub use bindings::tag_store::ScanRequest;
+pub use bindings::types::{
+    Actor, ActorKind, Policy, PolicyError, PolicyMatch, RecordKind, Scope, Tag,
+};
+pub use entry::{AuditEntry, Performer, PluginStamp};
+pub use error::EngineError;
+pub use host::RecordLimits;
+pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
+pub use registry::{AuditSink, Change, MarkImmutable, SinkError, StoreError, TagStore};
+pub use runtime::Runtime;
+pub use tagguard::{DeleteOutcome, PolicyOutcome, PushOutcome, Settings, TagGuard};

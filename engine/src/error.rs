@@ -1,0 +1,114 @@
+//! Typed engine errors. Each names the plugin, the call and the reason.
+
+use crate::bindings::types::{Error as PluginError, PolicyError};
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A plugin file could not be read.
+    #[error("reading plugin {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a loadable component, or the engine could not be set up.
+    #[error("plugin {plugin}: cannot be loaded: {reason}")]
+    Load {
+        /// Plugin digest or name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The component does not implement `tagguard:policy/tag-policy@0.1.x`.
+    #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.1.x: {reason}")]
+    ContractMismatch {
+        /// Plugin digest or name.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The guest trapped (a panic, an unreachable, an out-of-bounds access).
+    #[error("plugin {plugin}, call {call}: the plugin trapped: {message}")]
+    GuestTrap {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The trap and the guest's message.
+        message: String,
+    },
+    /// The plugin refused the call with a typed error (bad input, for example).
+    #[error("plugin {plugin}, call {call}: {}", .error.message())]
+    Plugin {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The plugin's error.
+        error: PluginError,
+    },
+    /// The plugin rejected a candidate policy.
+    #[error("plugin {plugin}, call {call}: invalid policy: {}", .error.message())]
+    InvalidPolicy {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// Why the policy is invalid.
+        error: PolicyError,
+    },
+    /// The outcome lacks the audit record that must explain it, or carries a record that
+    /// claims something that did not happen. Nothing was committed.
+    #[error("plugin {plugin}, call {call}: outcome rejected, nothing committed: {reason}")]
+    AuditMissing {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// The registry's tag store failed.
+    #[error("plugin {plugin}, call {call}: tag store failed: {message}")]
+    HostStore {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The store's message.
+        message: String,
+    },
+    /// The registry's audit sink failed; the change it would have recorded was not applied.
+    #[error("plugin {plugin}, call {call}: audit sink failed, change not applied: {message}")]
+    HostAudit {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The sink's message.
+        message: String,
+    },
+    /// A retroactive run stopped part way. Every tag it changed carries its record; the
+    /// run's summary says `failed`. Running the policy again finishes the work.
+    #[error(
+        "plugin {plugin}: retroactive run {run_id} of policy {policy_uuid} stopped after {changed} tags: {cause}"
+    )]
+    RunIncomplete {
+        /// Plugin identity.
+        plugin: String,
+        /// The run.
+        run_id: String,
+        /// The policy applied.
+        policy_uuid: String,
+        /// Tags that changed (each with its record).
+        changed: u64,
+        /// Why it stopped.
+        #[source]
+        cause: Box<EngineError>,
+    },
+}

@@ -1,0 +1,291 @@
+//! The per-instance host state and the imports a plugin calls: `audit-log`
+//! stages records, `tag-store` scans and marks through the registry.
+
+use crate::bindings::tag_store::{ScanRequest, TagChange};
+use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind, Tag};
+use crate::bindings::{audit_log, tag_store, types};
+use crate::entry::{AuditEntry, Performer, PluginStamp};
+use crate::registry::{MarkImmutable, TagStore};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Size and count caps on what a plugin may stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Largest `metadata-json` accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// Most records one call may stage with `append`.
+    pub max_staged_records: usize,
+    /// Largest scan page the host serves.
+    pub max_scan_limit: u32,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        RecordLimits {
+            max_record_bytes: 64 * 1024,
+            max_staged_records: 10_000,
+            max_scan_limit: 10_000,
+        }
+    }
+}
+
+/// What the current call may do through the imports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing: validate, explain, info.
+    #[default]
+    ReadOnly,
+    /// Scan only: preview.
+    Scan,
+    /// Stage records: decisions and policy changes.
+    Stage,
+    /// Scan, mark and stage: a retroactive run of one policy.
+    Run {
+        /// The run's id; every record must carry it.
+        run_id: String,
+        /// The policy applied; every record must name it.
+        policy_uuid: String,
+    },
+}
+
+/// A guard violation inside an import; it aborts the call with a trap the engine classifies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GuardViolation(pub String);
+
+/// What one call did through the imports.
+#[derive(Debug, Default)]
+pub struct CallState {
+    /// What the call may do.
+    pub access: Access,
+    /// Performer stamped on every record.
+    pub performer: Option<Performer>,
+    /// Records staged with `append`, stamped, in order.
+    pub staged: Vec<AuditEntry>,
+    /// Tags returned by the most recent scan, by id (a run may only mark those).
+    pub scanned: HashMap<u64, Tag>,
+    /// Tags that really changed through `mark-immutable`.
+    pub marked: u64,
+    /// Names of the first tags that changed.
+    pub first_marked: Vec<String>,
+    /// The last tag store failure, to classify the call's error.
+    pub store_error: Option<String>,
+}
+
+/// The data of one wasmtime store: an empty WASI context and the current call.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    store: Arc<dyn TagStore>,
+    stamp: Arc<PluginStamp>,
+    limits: RecordLimits,
+    /// The call in progress.
+    pub call: CallState,
+}
+
+/// A wall clock frozen at the epoch: plugins get no real time source.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl HostState {
+    /// A state with no ambient capability: no files, environment, network or clock.
+    pub fn new(store: Arc<dyn TagStore>, stamp: Arc<PluginStamp>, limits: RecordLimits) -> Self {
+        let wasi = WasiCtx::builder()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            store,
+            stamp,
+            limits,
+            call: CallState::default(),
+        }
+    }
+
+    /// Starts a call with the given access on behalf of `actor`.
+    pub fn begin(&mut self, access: Access, actor: Option<&Actor>) {
+        self.call = CallState {
+            access,
+            performer: actor.map(Performer::of),
+            ..CallState::default()
+        };
+    }
+
+    /// Ends the call and returns what it did.
+    pub fn finish(&mut self) -> CallState {
+        std::mem::take(&mut self.call)
+    }
+
+    fn performer(&self) -> Performer {
+        self.call.performer.clone().unwrap_or_else(|| {
+            Performer::of(&Actor {
+                kind: ActorKind::System,
+                name: None,
+                ip: None,
+                request_id: None,
+            })
+        })
+    }
+
+    fn stamp_record(&self, record: AuditRecord) -> Result<AuditEntry, String> {
+        if record.metadata_json.len() > self.limits.max_record_bytes {
+            return Err(format!(
+                "metadata-json: {} bytes, at most {} allowed",
+                record.metadata_json.len(),
+                self.limits.max_record_bytes
+            ));
+        }
+        if record.namespace.is_empty() {
+            return Err("namespace: must not be empty".into());
+        }
+        AuditEntry::stamp(record, &self.performer(), &self.stamp)
+    }
+
+    fn check_run_entry(&self, tag_id: u64, entry: &AuditEntry) -> Result<(), String> {
+        let Access::Run {
+            run_id,
+            policy_uuid,
+        } = &self.call.access
+        else {
+            return Err("mark-immutable is only allowed during run-retroactive".into());
+        };
+        let Some(tag) = self.call.scanned.get(&tag_id) else {
+            return Err(format!(
+                "tag id {tag_id} was not returned by the most recent scan"
+            ));
+        };
+        let names_tag = entry.kind == RecordKind::TagMadeImmutableByPolicy.as_str()
+            && entry.namespace == tag.namespace
+            && entry.repository.as_deref() == Some(tag.repository.as_str())
+            && entry.tag.as_deref() == Some(tag.name.as_str())
+            && entry.meta_str("tag") == Some(tag.name.as_str());
+        if !names_tag {
+            return Err(format!(
+                "the record for tag id {} ({}/{}:{}) is not a tag_made_immutable_by_policy record naming that tag",
+                tag.id, tag.namespace, tag.repository, tag.name
+            ));
+        }
+        if entry.meta_str("run_id") != Some(run_id)
+            || entry.meta_str("policy_uuid") != Some(policy_uuid)
+        {
+            return Err(format!(
+                "the record for tag {} does not carry run_id {run_id} and policy_uuid {policy_uuid}",
+                tag.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl audit_log::Host for HostState {
+    fn append(&mut self, entry: AuditRecord) -> wasmtime::Result<Result<(), String>> {
+        if matches!(self.call.access, Access::ReadOnly | Access::Scan) {
+            return Err(wasmtime::Error::new(GuardViolation(
+                "a read-only call staged an audit record".into(),
+            )));
+        }
+        if self.call.staged.len() >= self.limits.max_staged_records {
+            return Ok(Err(format!(
+                "at most {} records may be staged in one call",
+                self.limits.max_staged_records
+            )));
+        }
+        Ok(self.stamp_record(entry).map(|e| self.call.staged.push(e)))
+    }
+}
+
+impl tag_store::Host for HostState {
+    fn scan(&mut self, mut request: ScanRequest) -> wasmtime::Result<Result<Vec<Tag>, String>> {
+        if matches!(self.call.access, Access::ReadOnly | Access::Stage) {
+            return Err(wasmtime::Error::new(GuardViolation(
+                "scan is only allowed in run-retroactive and preview".into(),
+            )));
+        }
+        request.limit = request.limit.clamp(1, self.limits.max_scan_limit);
+        match self.store.scan(&request) {
+            Ok(tags) => {
+                if matches!(self.call.access, Access::Run { .. }) {
+                    self.call.scanned = tags.iter().map(|t| (t.id, t.clone())).collect();
+                }
+                Ok(Ok(tags))
+            }
+            Err(e) => {
+                self.call.store_error = Some(e.0.clone());
+                Ok(Err(e.0))
+            }
+        }
+    }
+
+    fn mark_immutable(
+        &mut self,
+        changes: Vec<TagChange>,
+    ) -> wasmtime::Result<Result<Vec<u64>, String>> {
+        let mut marks = Vec::with_capacity(changes.len());
+        for TagChange { tag_id, entry } in changes {
+            let entry = self
+                .stamp_record(entry)
+                .and_then(|e| self.check_run_entry(tag_id, &e).map(|()| e))
+                .map_err(|reason| wasmtime::Error::new(GuardViolation(reason)))?;
+            marks.push(MarkImmutable { tag_id, entry });
+        }
+        let wanted = 10usize.saturating_sub(self.call.first_marked.len());
+        let candidates: Vec<(u64, String)> = marks
+            .iter()
+            .take(if wanted > 0 { marks.len() } else { 0 })
+            .filter_map(|m| Some((m.tag_id, m.entry.tag.clone()?)))
+            .collect();
+        match self.store.mark_immutable(marks) {
+            Ok(changed) => {
+                self.call.marked += changed.len() as u64;
+                let firsts = candidates
+                    .into_iter()
+                    .filter(|(id, _)| changed.contains(id));
+                self.call
+                    .first_marked
+                    .extend(firsts.take(wanted).map(|(_, name)| name));
+                self.call.scanned.clear();
+                Ok(Ok(changed))
+            }
+            Err(e) => {
+                self.call.store_error = Some(e.0.clone());
+                Ok(Err(e.0))
+            }
+        }
+    }
+}

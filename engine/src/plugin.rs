@@ -1,0 +1,148 @@
+//! Loading a plugin: compile the component, check it implements the
+//! contract, and read its `info`.
+
+use crate::bindings::policy_engine::PluginInfo;
+use crate::bindings::{TagPolicy, TagPolicyPre};
+use crate::entry::PluginStamp;
+use crate::error::EngineError;
+use crate::host::{Access, HostState, RecordLimits};
+use crate::registry::{StoreError, TagStore};
+use crate::runtime::Runtime;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::Store;
+
+/// The contract version prefix a plugin must report.
+pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.1.";
+
+/// The default plugin, built from `guest/` by the build and embedded here.
+pub const DEFAULT_PLUGIN_WASM: &[u8] =
+    include_bytes!(concat!(env!("TAGGUARD_PLUGIN_DIR"), "/tagguard_guest.wasm"));
+
+/// Where the build put the plugins it built (the default one and `examples/plugins/*`).
+pub fn built_plugin_path(package: &str) -> PathBuf {
+    Path::new(env!("TAGGUARD_PLUGIN_DIR")).join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// The `sha256:` digest of a component's bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A store that has no tags; used while a plugin is validated.
+struct NoTags;
+
+impl TagStore for NoTags {
+    fn scan(
+        &self,
+        _: &crate::bindings::tag_store::ScanRequest,
+    ) -> Result<Vec<crate::bindings::types::Tag>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn mark_immutable(
+        &self,
+        _: Vec<crate::registry::MarkImmutable>,
+    ) -> Result<Vec<u64>, StoreError> {
+        Err(StoreError("no tag store during plugin validation".into()))
+    }
+}
+
+/// A compiled plugin that implements the contract, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    pre: TagPolicyPre<HostState>,
+    info: PluginInfo,
+    stamp: Arc<PluginStamp>,
+}
+
+impl Plugin {
+    /// Loads the embedded default plugin.
+    pub fn default_plugin(runtime: &Runtime) -> Result<Self, EngineError> {
+        Self::from_bytes(runtime, DEFAULT_PLUGIN_WASM)
+    }
+
+    /// Loads a plugin component from a file.
+    pub fn from_file(runtime: &Runtime, path: impl AsRef<Path>) -> Result<Self, EngineError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_bytes(runtime, &bytes)
+    }
+
+    /// Compiles `bytes`, checks the world and the contract version reported by `info`.
+    pub fn from_bytes(runtime: &Runtime, bytes: &[u8]) -> Result<Self, EngineError> {
+        let digest = digest(bytes);
+        let mismatch = |reason: String| EngineError::ContractMismatch {
+            plugin: digest.clone(),
+            reason,
+        };
+        let component =
+            wasmtime::component::Component::new(runtime.engine(), bytes).map_err(|e| {
+                EngineError::Load {
+                    plugin: digest.clone(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
+        let pre = runtime
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| mismatch(format!("{e:#}")))?;
+        let pre = TagPolicyPre::new(pre).map_err(|e| mismatch(format!("{e:#}")))?;
+        let provisional = Arc::new(PluginStamp {
+            name: "(loading)".into(),
+            version: String::new(),
+            digest: digest.clone(),
+        });
+        let mut store = Store::new(
+            runtime.engine(),
+            HostState::new(Arc::new(NoTags), provisional, RecordLimits::default()),
+        );
+        store.data_mut().begin(Access::ReadOnly, None);
+        let instance: TagPolicy = pre
+            .instantiate(&mut store)
+            .map_err(|e| mismatch(format!("instantiation failed: {e:#}")))?;
+        let info = instance
+            .tagguard_policy_policy_engine()
+            .call_info(&mut store)
+            .map_err(|e| mismatch(format!("info trapped: {e:#}")))?;
+        if !info.contract.starts_with(CONTRACT_PREFIX) {
+            return Err(mismatch(format!(
+                "info reports contract {:?}, expected {CONTRACT_PREFIX}x",
+                info.contract
+            )));
+        }
+        if info.name.trim().is_empty() {
+            return Err(mismatch("info reports an empty name".into()));
+        }
+        let stamp = Arc::new(PluginStamp {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            digest,
+        });
+        Ok(Plugin { pre, info, stamp })
+    }
+
+    /// What the plugin reports about itself.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Name, version and digest, as stamped on every record.
+    pub fn stamp(&self) -> &Arc<PluginStamp> {
+        &self.stamp
+    }
+
+    /// The pre-instantiated component.
+    pub(crate) fn pre(&self) -> &TagPolicyPre<HostState> {
+        &self.pre
+    }
+}

@@ -1,0 +1,96 @@
+//! The two traits a registry implements to embed the engine: its tag store
+//! and its audit sink.
+
+use crate::bindings::tag_store::ScanRequest;
+use crate::bindings::types::{Policy, Tag};
+use crate::entry::AuditEntry;
+
+/// A tag store failure, with the store's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// An audit sink failure, with the sink's message. Nothing of the commit was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// One tag to make immutable during a retroactive run, with its entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkImmutable {
+    /// The tag's id.
+    pub tag_id: u64,
+    /// Its `tag_made_immutable_by_policy` entry, naming the same tag.
+    pub entry: AuditEntry,
+}
+
+/// The registry's tags, as retroactive runs and previews see them.
+pub trait TagStore: Send + Sync {
+    /// Alive, non-hidden tags in scope with id > `after_id`, ascending id, at most `limit`.
+    fn scan(&self, request: &ScanRequest) -> Result<Vec<Tag>, StoreError>;
+
+    /// Makes tags immutable. Each tag update and its entry are committed in one
+    /// transaction; tags already immutable, deleted or hidden are skipped with their
+    /// entries. Returns the ids that changed. On error nothing of this call applied.
+    fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError>;
+}
+
+/// A state change the engine commits together with the entries that explain it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Change {
+    /// Entries only (denials, run summaries, plugin swaps).
+    None,
+    /// Create the tag, or move the alive tag `replaces` to a new manifest.
+    PutTag {
+        /// Namespace.
+        namespace: String,
+        /// Repository.
+        repository: String,
+        /// Tag name.
+        name: String,
+        /// New manifest digest.
+        manifest_digest: String,
+        /// Whether the tag is immutable after the push.
+        immutable: bool,
+        /// Id of the alive tag being moved, if any; the commit must fail if it changed meanwhile.
+        replaces: Option<u64>,
+    },
+    /// Set a tag's immutability (a manual change).
+    SetImmutable {
+        /// Tag id.
+        tag_id: u64,
+        /// New state.
+        immutable: bool,
+    },
+    /// Store a new policy.
+    InsertPolicy(Policy),
+    /// Replace the stored policy with the same uuid.
+    UpdatePolicy(Policy),
+    /// Remove the policy with this uuid.
+    DeletePolicy(String),
+    /// Delete these tags.
+    DeleteTags(Vec<u64>),
+    /// Delete a manifest and every tag on it.
+    DeleteManifest {
+        /// Namespace.
+        namespace: String,
+        /// Repository.
+        repository: String,
+        /// Manifest digest.
+        digest: String,
+    },
+    /// Set an expiration time on these tags.
+    SetExpiration {
+        /// Tag ids.
+        tag_ids: Vec<u64>,
+        /// Expiry as the registry expresses it (for example a UTC time stamp).
+        expires_at: String,
+    },
+}
+
+/// Where audit entries go.
+pub trait AuditSink: Send + Sync {
+    /// Applies `change` and appends `entries` (in order) in one transaction: both or neither.
+    fn commit(&self, change: Change, entries: Vec<AuditEntry>) -> Result<(), SinkError>;
+}
