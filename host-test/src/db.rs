@@ -1,0 +1,363 @@
+//! The mock registry's storage: tags, policies and an append-only audit log
+//! in memory, behind one lock so each commit is one transaction. It
+//! implements the engine's `TagStore` and `AuditSink`, with switchable faults.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tagguard_engine::{
+    AuditEntry, AuditSink, Change, MarkImmutable, Policy, ScanRequest, SinkError, StoreError, Tag,
+    TagStore,
+};
+
+/// One tag row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagRow {
+    /// Id, ascending with creation.
+    pub id: u64,
+    /// Namespace.
+    pub namespace: String,
+    /// Repository.
+    pub repository: String,
+    /// Name.
+    pub name: String,
+    /// Manifest digest.
+    pub manifest_digest: String,
+    /// Immutable now.
+    pub immutable: bool,
+    /// Hidden (an internal tag the registry does not list).
+    pub hidden: bool,
+    /// Alive: false once deleted, moved away from, or expired.
+    pub alive: bool,
+    /// Expiration set on the tag, if any.
+    pub expires_at: Option<String>,
+}
+
+impl TagRow {
+    /// The row as the engine sees it.
+    pub fn to_tag(&self) -> Tag {
+        Tag {
+            id: self.id,
+            namespace: self.namespace.clone(),
+            repository: self.repository.clone(),
+            name: self.name.clone(),
+            manifest_digest: self.manifest_digest.clone(),
+            immutable: self.immutable,
+        }
+    }
+}
+
+/// One committed audit log row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRow {
+    /// Sequence number, from 1, gap-free.
+    pub seq: u64,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
+/// A real change of a tag's immutability, and the log row committed with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The tag.
+    pub tag_id: u64,
+    /// State before (false for a tag created immutable).
+    pub from: bool,
+    /// State after.
+    pub to: bool,
+    /// The record committed in the same transaction that claims this change, if any.
+    pub record_seq: Option<u64>,
+}
+
+/// Everything the registry stores.
+#[derive(Default, Debug)]
+pub struct State {
+    /// Tag rows, ascending id.
+    pub tags: Vec<TagRow>,
+    /// Policies.
+    pub policies: Vec<Policy>,
+    /// The audit log.
+    pub log: Vec<LogRow>,
+    /// Every real immutability change.
+    pub transitions: Vec<Transition>,
+}
+
+/// Injected faults: fail the k-th write from now, or every write while set.
+#[derive(Default, Debug)]
+pub struct Faults {
+    /// Audit commits (push, policy records, summaries) fail while set.
+    pub sink_down: AtomicBool,
+    /// Tag-store marks fail while set.
+    pub store_down: AtomicBool,
+    /// Writes (commits and marks) left before the next one fails; 0 disables.
+    pub fail_in: AtomicU64,
+}
+
+impl Faults {
+    fn write_fails(&self, down: &AtomicBool) -> bool {
+        if down.load(Ordering::SeqCst) {
+            return true;
+        }
+        let left = self.fail_in.load(Ordering::SeqCst);
+        if left == 0 {
+            return false;
+        }
+        self.fail_in.store(left - 1, Ordering::SeqCst);
+        left == 1
+    }
+}
+
+/// The registry database.
+#[derive(Default, Debug)]
+pub struct Db {
+    state: Mutex<State>,
+    /// Fault switches for tests.
+    pub faults: Faults,
+}
+
+/// Whether an entry claims that `tag` became `to`.
+fn claims(entry: &AuditEntry, tag: &TagRow, to: bool) -> bool {
+    matches!(
+        entry.kind,
+        "tag_made_immutable_by_policy" | "change_tag_immutability"
+    ) && entry.namespace == tag.namespace
+        && entry.repository.as_deref() == Some(tag.repository.as_str())
+        && entry.tag.as_deref() == Some(tag.name.as_str())
+        && entry.metadata.get("immutable").and_then(|v| v.as_bool()) == Some(to)
+}
+
+impl State {
+    fn append(&mut self, entries: Vec<AuditEntry>) -> Vec<u64> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                let seq = self.log.len() as u64 + 1;
+                self.log.push(LogRow { seq, entry });
+                seq
+            })
+            .collect()
+    }
+
+    /// Records a real transition, linked to the first record of `seqs` that claims it.
+    fn transition(&mut self, tag_idx: usize, from: bool, seqs: &[u64]) {
+        let tag = &self.tags[tag_idx];
+        let to = tag.immutable;
+        let record_seq = seqs
+            .iter()
+            .copied()
+            .find(|s| claims(&self.log[(*s - 1) as usize].entry, tag, to));
+        self.transitions.push(Transition {
+            tag_id: tag.id,
+            from,
+            to,
+            record_seq,
+        });
+    }
+
+    fn alive_idx(&self, id: u64) -> Option<usize> {
+        let idx = self.tags.binary_search_by_key(&id, |t| t.id).ok()?;
+        self.tags[idx].alive.then_some(idx)
+    }
+
+    /// Checks that `change` can be applied, without applying it.
+    fn check(&self, change: &Change) -> Result<(), SinkError> {
+        let alive = |id: u64| {
+            self.alive_idx(id)
+                .ok_or_else(|| SinkError(format!("tag id {id} is no longer alive")))
+        };
+        match change {
+            Change::PutTag {
+                namespace,
+                repository,
+                name,
+                replaces,
+                ..
+            } => {
+                let current = self.tags.iter().find(|t| {
+                    t.alive
+                        && &t.namespace == namespace
+                        && &t.repository == repository
+                        && &t.name == name
+                });
+                if current.map(|t| t.id) != *replaces {
+                    return Err(SinkError(format!(
+                        "tag {name} changed while the push was decided"
+                    )));
+                }
+                if current.is_some_and(|t| t.immutable) {
+                    return Err(SinkError(format!(
+                        "tag {name} became immutable while the push was decided"
+                    )));
+                }
+            }
+            Change::SetImmutable { tag_id, .. } => {
+                alive(*tag_id)?;
+            }
+            Change::DeleteTags(ids) | Change::SetExpiration { tag_ids: ids, .. } => {
+                for id in ids {
+                    if self.tags[alive(*id)?].immutable {
+                        return Err(SinkError(format!("tag id {id} became immutable meanwhile")));
+                    }
+                }
+            }
+            Change::InsertPolicy(p) => {
+                if self.policies.iter().any(|x| x.uuid == p.uuid) {
+                    return Err(SinkError(format!("policy {} already exists", p.uuid)));
+                }
+            }
+            Change::UpdatePolicy(p) => {
+                if !self.policies.iter().any(|x| x.uuid == p.uuid) {
+                    return Err(SinkError(format!("policy {} does not exist", p.uuid)));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change, seqs: &[u64]) {
+        match change {
+            Change::PutTag {
+                namespace,
+                repository,
+                name,
+                manifest_digest,
+                immutable,
+                replaces,
+            } => {
+                if let Some(idx) = replaces.and_then(|id| self.alive_idx(id)) {
+                    self.tags[idx].alive = false;
+                }
+                let id = self.tags.last().map_or(1, |t| t.id + 1);
+                self.tags.push(TagRow {
+                    id,
+                    namespace,
+                    repository,
+                    name,
+                    manifest_digest,
+                    immutable,
+                    hidden: false,
+                    alive: true,
+                    expires_at: None,
+                });
+                if immutable {
+                    self.transition(self.tags.len() - 1, false, seqs);
+                }
+            }
+            Change::SetImmutable { tag_id, immutable } => {
+                if let Some(idx) = self.alive_idx(tag_id) {
+                    let from = self.tags[idx].immutable;
+                    self.tags[idx].immutable = immutable;
+                    if from != immutable {
+                        self.transition(idx, from, seqs);
+                    }
+                }
+            }
+            Change::DeleteTags(ids) => {
+                for id in ids {
+                    if let Some(idx) = self.alive_idx(id) {
+                        self.tags[idx].alive = false;
+                    }
+                }
+            }
+            Change::DeleteManifest {
+                namespace,
+                repository,
+                digest,
+            } => {
+                for t in self.tags.iter_mut().filter(|t| {
+                    t.alive
+                        && t.namespace == namespace
+                        && t.repository == repository
+                        && t.manifest_digest == digest
+                }) {
+                    t.alive = false;
+                }
+            }
+            Change::SetExpiration {
+                tag_ids,
+                expires_at,
+            } => {
+                for id in tag_ids {
+                    if let Some(idx) = self.alive_idx(id) {
+                        self.tags[idx].expires_at = Some(expires_at.clone());
+                    }
+                }
+            }
+            Change::InsertPolicy(p) => self.policies.push(p),
+            Change::UpdatePolicy(p) => {
+                if let Some(slot) = self.policies.iter_mut().find(|x| x.uuid == p.uuid) {
+                    *slot = p;
+                }
+            }
+            Change::DeletePolicy(uuid) => self.policies.retain(|p| p.uuid != uuid),
+            _ => {}
+        }
+    }
+}
+
+impl Db {
+    /// An empty database with no faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` with the state locked (reads, test setup).
+    pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl AuditSink for Db {
+    fn commit(&self, change: Change, entries: Vec<AuditEntry>) -> Result<(), SinkError> {
+        self.with(|state| {
+            state.check(&change)?;
+            if self.faults.write_fails(&self.faults.sink_down) {
+                return Err(SinkError("audit log write failed (injected fault)".into()));
+            }
+            let seqs = state.append(entries);
+            state.apply(change, &seqs);
+            Ok(())
+        })
+    }
+}
+
+impl TagStore for Db {
+    fn scan(&self, r: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
+        self.with(|state| {
+            let start = state.tags.partition_point(|t| t.id <= r.after_id);
+            Ok(state.tags[start..]
+                .iter()
+                .filter(|t| t.alive && !t.hidden && t.namespace == r.namespace)
+                .filter(|t| {
+                    r.repository
+                        .as_ref()
+                        .is_none_or(|repo| *repo == t.repository)
+                })
+                .take(r.limit as usize)
+                .map(TagRow::to_tag)
+                .collect())
+        })
+    }
+
+    fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
+        self.with(|state| {
+            if self.faults.write_fails(&self.faults.store_down) {
+                return Err(StoreError("tag store write failed (injected fault)".into()));
+            }
+            let mut changed = Vec::new();
+            for MarkImmutable { tag_id, entry } in changes {
+                let Some(idx) = state.alive_idx(tag_id) else {
+                    continue;
+                };
+                if state.tags[idx].immutable || state.tags[idx].hidden {
+                    continue;
+                }
+                let seqs = state.append(vec![entry]);
+                state.tags[idx].immutable = true;
+                state.transition(idx, false, &seqs);
+                changed.push(tag_id);
+            }
+            Ok(changed)
+        })
+    }
+}

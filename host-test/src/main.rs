@@ -1,0 +1,78 @@
+//! `tagguard-host-test run`: run scenario files against the mock registry.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tagguard_engine::{Plugin, Runtime};
+use tagguard_host_test::scenario;
+
+/// The tagguard mock registry and scenario runner.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenario files; prints PASS or FAIL per expectation, exits non-zero on any failure.
+    Run {
+        /// A plugin component to test instead of the embedded default plugin.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Print each scenario's audit trail as JSON lines.
+        #[arg(long)]
+        trail: bool,
+        /// Scenario files (JSON).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let Command::Run {
+        plugin,
+        trail,
+        scenarios,
+    } = Cli::parse().command;
+    let runtime = Runtime::new()?;
+    let plugin = match &plugin {
+        Some(path) => Plugin::from_file(&runtime, path)
+            .with_context(|| format!("loading {}", path.display()))?,
+        None => Plugin::default_plugin(&runtime)?,
+    };
+    println!("plugin {}", plugin.stamp());
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for path in &scenarios {
+        let scenario = scenario::load(path).map_err(anyhow::Error::msg)?;
+        println!("\n== {} ({})", scenario.name, path.display());
+        let report = scenario::run(&plugin, &scenario);
+        for check in &report.checks {
+            match &check.failure {
+                None => {
+                    passed += 1;
+                    println!("  PASS step {:>3}: {}", check.step, check.what);
+                }
+                Some(diff) => {
+                    failed += 1;
+                    println!(
+                        "  FAIL step {:>3}: {}\n      {diff}",
+                        check.step, check.what
+                    );
+                }
+            }
+        }
+        if trail {
+            println!("-- audit trail ({} records)", report.trail.len());
+            for (seq, entry) in &report.trail {
+                println!("{}", scenario::trail_line(*seq, entry));
+            }
+        }
+    }
+    println!("\nscenarios: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} expectation(s) failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! Scenario files: JSON lists of registry steps and expectations, run
+//! against a fresh mock registry. See `docs/scenarios.md` for the format.
+
+use crate::compliance;
+use crate::registry::{AuditQuery, NewPolicy, Registry, RegistryError, system, user};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::path::Path;
+use tagguard_engine::{Actor, AuditEntry, Plugin, Settings};
+
+/// A scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What the scenario shows.
+    pub name: String,
+    /// Tags per retroactive batch (default 500).
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// Who performs a step (default: user `alice`, not an admin).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct As {
+    /// User name; `system` for the registry itself.
+    #[serde(rename = "as", default)]
+    pub name: Option<String>,
+    /// Whether the user is an admin.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `namespace/repository`, split.
+fn split_repo(repo: &str) -> Result<(&str, &str), String> {
+    repo.split_once('/')
+        .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+        .ok_or_else(|| format!("repo {repo:?}: expected namespace/repository"))
+}
+
+/// What an action step expects (default: success).
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The step succeeds.
+    #[default]
+    Ok,
+    /// The step is denied with `TAG_IMMUTABLE`.
+    Denied,
+    /// The step fails with any other error.
+    Error,
+}
+
+/// One step of a scenario.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Create a policy.
+    CreatePolicy {
+        /// Uuid of the policy (referenced as `$id` in expectations).
+        id: String,
+        /// Namespace.
+        namespace: String,
+        /// Repository, for a repository policy.
+        #[serde(default)]
+        repository: Option<String>,
+        /// Pattern.
+        pattern: String,
+        /// Polarity (default true).
+        #[serde(default = "yes")]
+        matches: bool,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Update a policy's pattern and polarity.
+    UpdatePolicy {
+        /// Uuid.
+        id: String,
+        /// New pattern.
+        pattern: String,
+        /// New polarity (default true).
+        #[serde(default = "yes")]
+        matches: bool,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Delete a policy.
+    DeletePolicy {
+        /// Uuid.
+        id: String,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Push tags (`tag`, or `count` tags named `prefix0`, `prefix1`, ...).
+    Push {
+        /// `namespace/repository`.
+        repo: String,
+        /// One tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// Prefix of a series of tags.
+        #[serde(default)]
+        prefix: Option<String>,
+        /// Length of the series.
+        #[serde(default)]
+        count: Option<u32>,
+        /// Manifest digest (default derived from the tag name).
+        #[serde(default)]
+        digest: Option<String>,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Delete a tag.
+    DeleteTag {
+        /// `namespace/repository`.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Delete a manifest by digest.
+    DeleteManifest {
+        /// `namespace/repository`.
+        repo: String,
+        /// Digest.
+        digest: String,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Set an expiration on a tag.
+    SetExpiration {
+        /// `namespace/repository`.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// When (free text, for the record).
+        expires_at: String,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Set a tag's immutability by hand (clearing needs `"admin": true`).
+    Toggle {
+        /// `namespace/repository`.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// New state.
+        immutable: bool,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Expect a tag's state.
+    ExpectTag {
+        /// `namespace/repository`.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Expected immutability; `null` expects the tag not to exist.
+        immutable: Option<bool>,
+    },
+    /// Expect audit records.
+    ExpectAudit {
+        /// Kind.
+        kind: String,
+        /// `namespace/repository`, or a namespace alone.
+        #[serde(default)]
+        repo: Option<String>,
+        /// Tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// Fields every matching record's metadata must have (`$id` names a policy uuid).
+        #[serde(default)]
+        metadata: Map<String, Value>,
+        /// Performer name the records must carry.
+        #[serde(default)]
+        performer: Option<String>,
+        /// Exact number of matching records (default: at least one).
+        #[serde(default)]
+        count: Option<usize>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The result of one expectation or action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Step number, from 1.
+    pub step: usize,
+    /// What was checked.
+    pub what: String,
+    /// `None` when it passed; the difference otherwise.
+    pub failure: Option<String>,
+}
+
+/// A finished scenario.
+#[derive(Debug)]
+pub struct Report {
+    /// Scenario name.
+    pub name: String,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// The audit trail, in sequence order.
+    pub trail: Vec<(u64, AuditEntry)>,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.failure.is_none())
+    }
+}
+
+/// Loads a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn actor_of(a: &As) -> Actor {
+    match a.name.as_deref() {
+        Some("system") => system(),
+        Some(name) => user(name),
+        None => user("alice"),
+    }
+}
+
+fn outcome_of<T>(result: &Result<T, RegistryError>) -> (Outcome, String) {
+    match result {
+        Ok(_) => (Outcome::Ok, "ok".into()),
+        Err(e) if e.code().is_some() => (Outcome::Denied, e.to_string()),
+        Err(e) => (Outcome::Error, e.to_string()),
+    }
+}
+
+/// Replaces `"$id"` strings with `id` (the policy uuid equals the scenario id).
+fn resolve(v: &Value) -> Value {
+    match v {
+        Value::String(s) => json!(s.strip_prefix('$').unwrap_or(s)),
+        other => other.clone(),
+    }
+}
+
+struct Runner<'a> {
+    registry: &'a Registry,
+    checks: Vec<Check>,
+    step: usize,
+}
+
+impl Runner<'_> {
+    fn record(&mut self, what: String, failure: Option<String>) {
+        self.checks.push(Check {
+            step: self.step,
+            what,
+            failure,
+        });
+    }
+
+    fn action<T>(&mut self, what: String, expect: Outcome, result: Result<T, RegistryError>) {
+        let (got, detail) = outcome_of(&result);
+        let failure =
+            (got != expect).then(|| format!("expected {expect:?}, got {got:?}: {detail}"));
+        self.record(format!("{what} -> {expect:?}"), failure);
+    }
+
+    fn run_step(&mut self, step: &Step) -> Result<(), String> {
+        let r = self.registry;
+        match step {
+            Step::CreatePolicy {
+                id,
+                namespace,
+                repository,
+                pattern,
+                matches,
+                actor,
+                expect,
+            } => {
+                let new = NewPolicy {
+                    uuid: Some(id.clone()),
+                    namespace: namespace.clone(),
+                    repository: repository.clone(),
+                    pattern: pattern.clone(),
+                    matches: *matches,
+                };
+                self.action(
+                    format!("create policy {id} {pattern:?}"),
+                    *expect,
+                    r.create_policy(&actor_of(actor), &new),
+                );
+            }
+            Step::UpdatePolicy {
+                id,
+                pattern,
+                matches,
+                actor,
+                expect,
+            } => {
+                let res = r.update_policy(&actor_of(actor), id, pattern, *matches);
+                self.action(format!("update policy {id} to {pattern:?}"), *expect, res);
+            }
+            Step::DeletePolicy { id, actor, expect } => {
+                self.action(
+                    format!("delete policy {id}"),
+                    *expect,
+                    r.delete_policy(&actor_of(actor), id),
+                );
+            }
+            Step::Push {
+                repo,
+                tag,
+                prefix,
+                count,
+                digest,
+                actor,
+                expect,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let tags: Vec<String> = match (tag, prefix, count) {
+                    (Some(t), None, None) => vec![t.clone()],
+                    (None, Some(p), Some(n)) => (0..*n).map(|i| format!("{p}{i}")).collect(),
+                    _ => return Err("push: give either tag, or prefix and count".into()),
+                };
+                let who = actor_of(actor);
+                let mut wrong = Vec::new();
+                for t in &tags {
+                    let d = digest
+                        .clone()
+                        .unwrap_or_else(|| tagguard_engine::plugin::digest(t.as_bytes()));
+                    let (got, detail) = outcome_of(&r.push(&who, ns, name, t, &d));
+                    if got != *expect {
+                        wrong.push(format!("{t}: expected {expect:?}, got {got:?}: {detail}"));
+                    }
+                }
+                let what = match tags.as_slice() {
+                    [one] => format!("push {repo}:{one} -> {expect:?}"),
+                    many => format!(
+                        "push {} tags {repo}:{}..{} -> {expect:?}",
+                        many.len(),
+                        many[0],
+                        many[many.len() - 1]
+                    ),
+                };
+                let failure = (!wrong.is_empty()).then(|| wrong.join("\n      "));
+                self.record(what, failure);
+            }
+            Step::DeleteTag {
+                repo,
+                tag,
+                actor,
+                expect,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                self.action(
+                    format!("delete {repo}:{tag}"),
+                    *expect,
+                    r.delete_tag(&actor_of(actor), ns, name, tag),
+                );
+            }
+            Step::DeleteManifest {
+                repo,
+                digest,
+                actor,
+                expect,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let res = r.delete_manifest(&actor_of(actor), ns, name, digest);
+                self.action(format!("delete manifest {repo}@{digest}"), *expect, res);
+            }
+            Step::SetExpiration {
+                repo,
+                tag,
+                expires_at,
+                actor,
+                expect,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let res = r.set_expiration(&actor_of(actor), ns, name, tag, expires_at);
+                self.action(format!("expire {repo}:{tag} at {expires_at}"), *expect, res);
+            }
+            Step::Toggle {
+                repo,
+                tag,
+                immutable,
+                actor,
+                expect,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let res = r.set_immutable(&actor_of(actor), actor.admin, ns, name, tag, *immutable);
+                self.action(
+                    format!("set {repo}:{tag} immutable={immutable}"),
+                    *expect,
+                    res,
+                );
+            }
+            Step::ExpectTag {
+                repo,
+                tag,
+                immutable,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let got = r.tag(ns, name, tag).map(|t| t.immutable);
+                let failure = (got != *immutable)
+                    .then(|| format!("expected immutable={immutable:?}, got {got:?}"));
+                self.record(format!("{repo}:{tag} immutable={immutable:?}"), failure);
+            }
+            Step::ExpectAudit {
+                kind,
+                repo,
+                tag,
+                metadata,
+                performer,
+                count,
+            } => {
+                let (namespace, repository) = match repo.as_deref().map(|x| x.split_once('/')) {
+                    Some(Some((n, r))) => (Some(n), Some(r)),
+                    Some(None) => (repo.as_deref(), None),
+                    None => (None, None),
+                };
+                let query = AuditQuery {
+                    namespace,
+                    repository,
+                    tag: tag.as_deref(),
+                    kind: Some(kind),
+                };
+                let rows = r.audit(&query);
+                let mut mismatches = Vec::new();
+                let matching = rows
+                    .iter()
+                    .filter(|row| {
+                        let bad: Vec<String> = metadata
+                            .iter()
+                            .filter(|(k, v)| row.entry.metadata.get(*k) != Some(&resolve(v)))
+                            .map(|(k, v)| {
+                                format!(
+                                    "{k}: expected {}, got {}",
+                                    resolve(v),
+                                    row.entry.metadata.get(k).unwrap_or(&Value::Null)
+                                )
+                            })
+                            .chain(
+                                performer
+                                    .iter()
+                                    .filter(|p| row.entry.performer.name != **p)
+                                    .map(|p| {
+                                        format!(
+                                            "performer: expected {p}, got {}",
+                                            row.entry.performer.name
+                                        )
+                                    }),
+                            )
+                            .collect();
+                        if !bad.is_empty() {
+                            mismatches.push(format!("record {}: {}", row.seq, bad.join("; ")));
+                        }
+                        bad.is_empty()
+                    })
+                    .count();
+                let ok = count.map_or(matching >= 1, |n| matching == n);
+                let failure = (!ok).then(|| {
+                    let want = count.map_or("at least 1".to_string(), |n| n.to_string());
+                    let mut msg = format!(
+                        "expected {want} matching record(s), found {matching} of {} {kind} records",
+                        rows.len()
+                    );
+                    for m in mismatches.iter().take(3) {
+                        msg.push_str("\n      ");
+                        msg.push_str(m);
+                    }
+                    msg
+                });
+                let target = [repo.as_deref(), tag.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.record(
+                    format!(
+                        "audit {kind} {target} count={}",
+                        count.map_or("1+".into(), |n| n.to_string())
+                    ),
+                    failure,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `scenario` against a fresh registry with `plugin`; ends with the compliance check.
+pub fn run(plugin: &Plugin, scenario: &Scenario) -> Report {
+    let mut settings = Settings::default();
+    if let Some(b) = scenario.batch_size {
+        settings.batch_size = b;
+    }
+    let registry = Registry::new(plugin.clone(), settings);
+    let mut runner = Runner {
+        registry: &registry,
+        checks: Vec::new(),
+        step: 0,
+    };
+    for (i, step) in scenario.steps.iter().enumerate() {
+        runner.step = i + 1;
+        if let Err(e) = runner.run_step(step) {
+            runner.record("malformed step".into(), Some(e));
+        }
+    }
+    runner.step = scenario.steps.len() + 1;
+    let compliance = compliance::check(registry.db())
+        .err()
+        .map(|p| p.join("\n      "));
+    runner.record("compliance invariants 1 and 2".into(), compliance);
+    let trail = registry
+        .db()
+        .with(|s| s.log.iter().map(|r| (r.seq, r.entry.clone())).collect());
+    Report {
+        name: scenario.name.clone(),
+        checks: runner.checks,
+        trail,
+    }
+}
+
+/// One audit entry as a JSON line, with its sequence number.
+pub fn trail_line(seq: u64, entry: &AuditEntry) -> String {
+    let mut v = serde_json::to_value(entry).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("seq".into(), json!(seq));
+    }
+    v.to_string()
+}
