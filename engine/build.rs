@@ -20,7 +20,30 @@ fn watch(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
 }
 
+/// Makes sure the standard library for the plugin target is installed. On a machine
+/// whose pinned toolchain predates the target list in `rust-toolchain.toml`, adds it
+/// with rustup, so the README's two commands stay the whole setup.
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output();
+    let Ok(out) = sysroot else { return };
+    let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if root.join("lib/rustlib").join(TARGET).exists() {
+        return;
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        add.args(["--toolchain", &toolchain]);
+    }
+    match add.status() {
+        Ok(s) if s.success() => {}
+        _ => panic!("the {TARGET} target is missing; install it with `rustup target add {TARGET}`"),
+    }
+}
+
 fn main() {
+    ensure_target();
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()

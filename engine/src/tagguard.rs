@@ -508,6 +508,7 @@ impl TagGuard {
         let trigger = match trigger {
             RunTrigger::PolicyCreated => "policy_created",
             RunTrigger::PolicyUpdated => "policy_updated",
+            RunTrigger::Reapplied => "reapplied",
         };
         let Value::Object(metadata) = json!({
             "run_id": options.run_id,

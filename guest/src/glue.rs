@@ -180,6 +180,7 @@ fn trigger_in(x: pe::RunTrigger) -> m::RunTrigger {
     match x {
         pe::RunTrigger::PolicyCreated => m::RunTrigger::PolicyCreated,
         pe::RunTrigger::PolicyUpdated => m::RunTrigger::PolicyUpdated,
+        pe::RunTrigger::Reapplied => m::RunTrigger::Reapplied,
     }
 }
 

@@ -219,6 +219,8 @@ pub enum RunTrigger {
     PolicyCreated,
     /// Policy updated.
     PolicyUpdated,
+    /// Stored policy applied again.
+    Reapplied,
 }
 
 impl RunTrigger {
@@ -227,6 +229,7 @@ impl RunTrigger {
         match self {
             RunTrigger::PolicyCreated => "policy_created",
             RunTrigger::PolicyUpdated => "policy_updated",
+            RunTrigger::Reapplied => "reapplied",
         }
     }
 }

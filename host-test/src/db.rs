@@ -199,15 +199,11 @@ impl State {
                     }
                 }
             }
-            Change::InsertPolicy(p) => {
-                if self.policies.iter().any(|x| x.uuid == p.uuid) {
-                    return Err(SinkError(format!("policy {} already exists", p.uuid)));
-                }
+            Change::InsertPolicy(p) if self.policies.iter().any(|x| x.uuid == p.uuid) => {
+                return Err(SinkError(format!("policy {} already exists", p.uuid)));
             }
-            Change::UpdatePolicy(p) => {
-                if !self.policies.iter().any(|x| x.uuid == p.uuid) {
-                    return Err(SinkError(format!("policy {} does not exist", p.uuid)));
-                }
+            Change::UpdatePolicy(p) if !self.policies.iter().any(|x| x.uuid == p.uuid) => {
+                return Err(SinkError(format!("policy {} does not exist", p.uuid)));
             }
             _ => {}
         }

@@ -6,7 +6,8 @@ use crate::db::{Db, LogRow, TagRow};
 use std::sync::Arc;
 use tagguard_engine::{
     Actor, ActorKind, Change, DeleteOperation, DeleteOutcome, DeleteRequest, EngineError, Plugin,
-    Policy, PolicyOutcome, PushOutcome, PushRequest, Scope, Settings, TagGuard,
+    Policy, PolicyOutcome, PushOutcome, PushRequest, RunSummary, RunTrigger, Scope, Settings,
+    TagGuard,
 };
 
 /// The error code a registry answers a denied operation on an immutable tag with (HTTP 409).
@@ -386,6 +387,14 @@ impl Registry {
         Ok(self
             .guard
             .update_policy(actor, &before, &candidate, &existing)?)
+    }
+
+    /// Applies a stored policy again (after a failed run, for example).
+    pub fn reapply_policy(&self, actor: &Actor, uuid: &str) -> Result<RunSummary, RegistryError> {
+        let policy = self.policy(uuid)?;
+        Ok(self
+            .guard
+            .apply_policy(actor, &policy, RunTrigger::Reapplied)?)
     }
 
     /// Deletes a policy. Tags stay immutable.
