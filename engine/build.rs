@@ -10,10 +10,34 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
-fn package_name(manifest: &Path) -> Option<String> {
+/// A plugin crate to build: its package name and the feature sets it is built with.
+struct PluginCrate {
+    package: String,
+    /// Each variant is built with `--features <variant>` into `<crate>_<variant>.wasm`;
+    /// a crate without variants is built once into `<crate>.wasm`.
+    variants: Vec<String>,
+}
+
+/// Reads `name = "..."` and `variants = ["...", ...]` (under `[package.metadata.tagguard]`).
+fn plugin_crate(manifest: &Path) -> Option<PluginCrate> {
     let text = fs::read_to_string(manifest).ok()?;
-    let line = text.lines().find(|l| l.trim_start().starts_with("name"))?;
-    Some(line.split('"').nth(1)?.to_string())
+    let value = |key: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
+            .map(|l| l.split_once('=').map_or("", |(_, v)| v).trim().to_string())
+    };
+    let package = value("name")?.trim_matches('"').to_string();
+    let variants = value("variants")
+        .map(|v| {
+            v.trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .map(|x| x.trim().trim_matches('"').to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(PluginCrate { package, variants })
 }
 
 fn watch(path: &Path) {
@@ -52,7 +76,10 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
-    let mut packages = vec!["tagguard-guest".to_string()];
+    let mut crates = vec![PluginCrate {
+        package: "tagguard-guest".into(),
+        variants: Vec::new(),
+    }];
     watch(&root.join("wit"));
     watch(&root.join("guest"));
     watch(&root.join("Cargo.lock"));
@@ -63,15 +90,49 @@ fn main() {
         .unwrap_or_default();
     dirs.sort();
     for dir in dirs {
-        if let Some(name) = package_name(&dir.join("Cargo.toml")) {
+        if let Some(c) = plugin_crate(&dir.join("Cargo.toml")) {
             watch(&dir);
-            packages.push(name);
+            crates.push(c);
         }
     }
 
     let target_dir = out.join("plugin-target");
+    let built = target_dir.join(TARGET).join(PROFILE);
+    let plugins = out.join("plugins");
+    fs::create_dir_all(&plugins).expect("create plugins dir");
+    // One cargo invocation per crate and variant, so features never unify across plugins.
+    for c in &crates {
+        let file = format!("{}.wasm", c.package.replace('-', "_"));
+        let builds: Vec<(Option<&str>, String)> = if c.variants.is_empty() {
+            vec![(None, file.clone())]
+        } else {
+            c.variants
+                .iter()
+                .map(|v| {
+                    (
+                        Some(v.as_str()),
+                        format!(
+                            "{}_{}.wasm",
+                            c.package.replace('-', "_"),
+                            v.replace('-', "_")
+                        ),
+                    )
+                })
+                .collect()
+        };
+        for (feature, name) in builds {
+            build_plugin(&cargo, &root, &target_dir, &c.package, feature);
+            fs::copy(built.join(&file), plugins.join(&name))
+                .unwrap_or_else(|e| panic!("copy {name}: {e}"));
+        }
+    }
+    println!("cargo:rustc-env=TAGGUARD_PLUGIN_DIR={}", plugins.display());
+}
+
+/// Runs cargo for one plugin crate (and feature) with its own environment.
+fn build_plugin(cargo: &str, root: &Path, target_dir: &Path, package: &str, feature: Option<&str>) {
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .args([
             "build",
             "--profile",
@@ -80,9 +141,10 @@ fn main() {
             TARGET,
             "--target-dir",
         ])
-        .arg(&target_dir);
-    for p in &packages {
-        cmd.args(["-p", p]);
+        .arg(target_dir)
+        .args(["-p", package]);
+    if let Some(f) = feature {
+        cmd.args(["--features", f]);
     }
     for var in [
         "RUSTFLAGS",
@@ -96,15 +158,8 @@ fn main() {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo to build the plugins");
-    assert!(status.success(), "building the plugins for {TARGET} failed");
-
-    let built = target_dir.join(TARGET).join(PROFILE);
-    let plugins = out.join("plugins");
-    fs::create_dir_all(&plugins).expect("create plugins dir");
-    for p in &packages {
-        let file = format!("{}.wasm", p.replace('-', "_"));
-        fs::copy(built.join(&file), plugins.join(&file))
-            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
-    }
-    println!("cargo:rustc-env=TAGGUARD_PLUGIN_DIR={}", plugins.display());
+    assert!(
+        status.success(),
+        "building plugin {package} {feature:?} for {TARGET} failed"
+    );
 }

@@ -2,13 +2,15 @@
 //!
 //! The patterns of a policy set are compiled into one `RegexSet` and kept in
 //! a bounded cache inside the instance, keyed by the pattern texts, so a warm
-//! plugin matches a tag once however many policies are in scope.
+//! plugin matches a tag once however many policies are in scope. The
+//! pattern dialect `L` only decides how each pattern becomes regex source.
 
+use crate::language::{PatternLanguage, RegexLanguage};
 use crate::model::{Policy, PolicyMatch};
-use crate::pattern::full_match_source;
 use regex::{RegexSet, RegexSetBuilder};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::marker::PhantomData;
 
 /// How many compiled policy sets an instance keeps.
 pub const SET_CACHE_CAPACITY: usize = 128;
@@ -21,12 +23,23 @@ struct Compiled {
     set: RegexSet,
 }
 
-/// A bounded cache of compiled policy sets, evicting the oldest entry first.
-#[derive(Default)]
-pub struct Matcher {
+/// A bounded cache of compiled policy sets of dialect `L`, evicting the oldest entry first.
+pub struct Matcher<L = RegexLanguage> {
     sets: HashMap<u64, Compiled>,
     order: VecDeque<u64>,
     compiles: u64,
+    language: PhantomData<fn() -> L>,
+}
+
+impl<L: PatternLanguage> Default for Matcher<L> {
+    fn default() -> Self {
+        Self {
+            sets: HashMap::new(),
+            order: VecDeque::new(),
+            compiles: 0,
+            language: PhantomData,
+        }
+    }
 }
 
 fn key_of(policies: &[Policy]) -> u64 {
@@ -47,11 +60,13 @@ fn same_patterns(compiled: &[String], policies: &[Policy]) -> bool {
 }
 
 impl Matcher {
-    /// An empty cache.
+    /// An empty cache for the default regex dialect.
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<L: PatternLanguage> Matcher<L> {
     /// How many sets were compiled so far (cache misses).
     pub fn compiles(&self) -> u64 {
         self.compiles
@@ -69,11 +84,18 @@ impl Matcher {
             .get(&key)
             .is_some_and(|c| same_patterns(&c.patterns, policies));
         if !hit {
-            let set =
-                RegexSetBuilder::new(policies.iter().map(|p| full_match_source(&p.tag_pattern)))
-                    .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
-                    .build()
-                    .map_err(|e| format!("policies: a tag pattern does not compile: {e}"))?;
+            let does_not_compile = |e: &dyn std::fmt::Display| {
+                format!("policies: a tag pattern does not compile: {e}")
+            };
+            let sources = policies
+                .iter()
+                .map(|p| L::full_match_source(&p.tag_pattern))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| does_not_compile(&e))?;
+            let set = RegexSetBuilder::new(sources)
+                .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
+                .build()
+                .map_err(|e| does_not_compile(&e))?;
             self.compiles += 1;
             if self.sets.remove(&key).is_none() {
                 if self.order.len() >= SET_CACHE_CAPACITY

@@ -34,7 +34,7 @@ pub struct Policy {
     pub namespace: String,
     /// Repository, for repository policies.
     pub repository: Option<String>,
-    /// Regular expression, full match.
+    /// Pattern in the plugin's dialect (a regular expression by default), full match.
     pub tag_pattern: String,
     /// Polarity: fire on match (true) or on non-match (false).
     pub tag_pattern_matches: bool,

@@ -1,8 +1,8 @@
-//! Tag patterns and tag names: validation of the regex dialect, and the
-//! OCI tag name rule.
+//! Tag patterns and tag names: the checks every dialect shares (trimming,
+//! length, compilation), and the OCI tag name rule.
 
+use crate::language::PatternLanguage;
 use crate::model::PolicyError;
-use regex_syntax::ast::ErrorKind;
 
 /// Longest pattern accepted, in characters after trimming.
 pub const MAX_PATTERN_CHARS: usize = 256;
@@ -10,8 +10,8 @@ pub const MAX_PATTERN_CHARS: usize = 256;
 /// Longest tag name the OCI distribution spec allows.
 pub const MAX_TAG_CHARS: usize = 128;
 
-/// Trims `raw` and checks it is a valid full-match pattern; returns the trimmed text.
-pub fn validate_pattern(raw: &str) -> Result<String, PolicyError> {
+/// Trims `raw` and checks it is a valid pattern of dialect `L`; returns the trimmed text.
+pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyError> {
     let pattern = raw.trim();
     if pattern.is_empty() {
         return Err(PolicyError::EmptyPattern);
@@ -22,34 +22,15 @@ pub fn validate_pattern(raw: &str) -> Result<String, PolicyError> {
             u32::try_from(chars).unwrap_or(u32::MAX),
         ));
     }
-    if let Err(err) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
-        let construct = match err.kind() {
-            ErrorKind::UnsupportedLookAround => Some("look-around"),
-            ErrorKind::UnsupportedBackreference => Some("backreference"),
-            _ => None,
-        };
-        if let Some(construct) = construct {
-            let byte = err.span().start.offset.min(pattern.len());
-            let position = pattern[..byte].chars().count();
-            return Err(PolicyError::UnsupportedConstruct {
-                construct: construct.to_string(),
-                position: u32::try_from(position).unwrap_or(u32::MAX),
-            });
-        }
-        return Err(PolicyError::InvalidPattern(err.to_string()));
-    }
-    compile_full(pattern).map_err(|e| PolicyError::InvalidPattern(e.to_string()))?;
+    L::validate(pattern)?;
+    compile_full::<L>(pattern).map_err(PolicyError::InvalidPattern)?;
     Ok(pattern.to_string())
 }
 
-/// The pattern wrapped so that it must match the whole tag name.
-pub fn full_match_source(pattern: &str) -> String {
-    format!("^(?:{pattern})$")
-}
-
-/// Compiles one pattern with full-match semantics.
-pub fn compile_full(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&full_match_source(pattern))
+/// Compiles one pattern of dialect `L` with full-match semantics.
+pub fn compile_full<L: PatternLanguage>(pattern: &str) -> Result<regex::Regex, String> {
+    let source = L::full_match_source(pattern)?;
+    regex::Regex::new(&source).map_err(|e| e.to_string())
 }
 
 /// Whether `name` follows the OCI rule `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
@@ -86,6 +67,15 @@ pub fn check_tag_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::language::RegexLanguage;
+
+    fn validate_pattern(raw: &str) -> Result<String, PolicyError> {
+        super::validate_pattern::<RegexLanguage>(raw)
+    }
+
+    fn compile_full(pattern: &str) -> Result<regex::Regex, String> {
+        super::compile_full::<RegexLanguage>(pattern)
+    }
 
     #[test]
     fn trims_and_accepts_a_semver_pattern() {

@@ -1,7 +1,9 @@
-//! The default plugin's decisions: one method per export of the contract,
-//! written against the [`Host`] trait so it runs natively in tests and in
-//! wasm behind the generated bindings.
+//! The plugin's decisions: one method per export of the contract, written
+//! against the [`Host`] trait so it runs natively in tests and in wasm behind
+//! the generated bindings. Generic over the pattern dialect, so every plugin
+//! built on this crate decides and records the same way.
 
+use crate::language::{PatternLanguage, RegexLanguage};
 use crate::matcher::Matcher;
 use crate::model::{
     AuditRecord, DeleteDecision, DeleteRequest, Error, Policy, PolicyError, PolicyMatch, Preview,
@@ -10,11 +12,7 @@ use crate::model::{
 use crate::pattern::check_tag_name;
 use crate::records::{self, RunProgress, SAMPLE_TAGS};
 
-/// Name reported by `info`.
-pub const NAME: &str = "tagguard-default";
-/// Version reported by `info`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The contract this plugin implements.
+/// The contract every plugin built on this crate implements.
 pub const CONTRACT: &str = "tagguard:policy@0.1.0";
 
 /// The imports a plugin calls: the audit log and the tag store.
@@ -27,10 +25,17 @@ pub trait Host {
     fn mark_immutable(&mut self, changes: Vec<TagChange>) -> Result<Vec<u64>, String>;
 }
 
-/// The plugin's per-instance state: its cache of compiled policy sets.
-#[derive(Default)]
-pub struct PolicyPlugin {
-    matcher: Matcher,
+/// The plugin's per-instance state for dialect `L`: its cache of compiled policy sets.
+pub struct PolicyPlugin<L = RegexLanguage> {
+    matcher: Matcher<L>,
+}
+
+impl<L: PatternLanguage> Default for PolicyPlugin<L> {
+    fn default() -> Self {
+        Self {
+            matcher: Matcher::default(),
+        }
+    }
 }
 
 fn stage(host: &mut dyn Host, record: AuditRecord) -> Result<(), Error> {
@@ -42,18 +47,20 @@ fn tag_name_ok(name: &str) -> Result<(), Error> {
 }
 
 impl PolicyPlugin {
-    /// A plugin with an empty pattern cache.
+    /// The default plugin (regex dialect) with an empty pattern cache.
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<L: PatternLanguage> PolicyPlugin<L> {
     /// Validates a candidate policy; see [`crate::policies::validate_policy`].
     pub fn validate_policy(
         &mut self,
         candidate: &Policy,
         existing: &[Policy],
     ) -> Result<Policy, PolicyError> {
-        crate::policies::validate_policy(candidate, existing)
+        crate::policies::validate_policy::<L>(candidate, existing)
     }
 
     /// Every policy that fires for `tag`.

@@ -1,5 +1,6 @@
 //! Validation of a candidate policy against the policies that already exist.
 
+use crate::language::PatternLanguage;
 use crate::model::{Policy, PolicyError, Scope};
 use crate::pattern::validate_pattern;
 
@@ -8,9 +9,12 @@ fn same_scope(a: &Policy, b: &Policy) -> bool {
     a.scope == b.scope && a.namespace == b.namespace && a.repository == b.repository
 }
 
-/// Checks `candidate` and returns it normalised (pattern trimmed).
+/// Checks `candidate`, whose pattern is of dialect `L`, and returns it normalised (pattern trimmed).
 /// `existing` may contain the candidate itself (an update); it is skipped by uuid.
-pub fn validate_policy(candidate: &Policy, existing: &[Policy]) -> Result<Policy, PolicyError> {
+pub fn validate_policy<L: PatternLanguage>(
+    candidate: &Policy,
+    existing: &[Policy],
+) -> Result<Policy, PolicyError> {
     if candidate.uuid.trim().is_empty() {
         return Err(PolicyError::MissingField("uuid".into()));
     }
@@ -33,7 +37,7 @@ pub fn validate_policy(candidate: &Policy, existing: &[Policy]) -> Result<Policy
         }
         _ => {}
     }
-    let pattern = validate_pattern(&candidate.tag_pattern)?;
+    let pattern = validate_pattern::<L>(&candidate.tag_pattern)?;
     let normalised = Policy {
         tag_pattern: pattern,
         ..candidate.clone()
@@ -51,6 +55,11 @@ pub fn validate_policy(candidate: &Policy, existing: &[Policy]) -> Result<Policy
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::language::RegexLanguage;
+
+    fn validate_policy(candidate: &Policy, existing: &[Policy]) -> Result<Policy, PolicyError> {
+        super::validate_policy::<RegexLanguage>(candidate, existing)
+    }
 
     fn ns(uuid: &str, pattern: &str, matches: bool) -> Policy {
         Policy {
