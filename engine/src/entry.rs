@@ -1,7 +1,7 @@
 //! Committed audit entries: a plugin's record stamped by the host with the
 //! performer, the time and the identity of the plugin that decided.
 
-use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind};
+use crate::bindings::types::{Actor, ActorKind, AuditRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -101,7 +101,7 @@ impl AuditEntry {
 
     /// A record the host writes itself (a run summary after a guest trap, a swap).
     pub fn by_host(
-        kind: RecordKind,
+        kind: &'static str,
         namespace: &str,
         repository: Option<&str>,
         performer: &Performer,
@@ -109,7 +109,7 @@ impl AuditEntry {
         metadata: Map<String, Value>,
     ) -> Self {
         AuditEntry {
-            kind: kind.as_str(),
+            kind,
             namespace: namespace.into(),
             repository: repository.map(Into::into),
             tag: None,

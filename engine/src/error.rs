@@ -42,6 +42,30 @@ pub enum EngineError {
         /// The trap and the guest's message.
         message: String,
     },
+    /// The call passed its deadline (a run: its progress window) and was stopped.
+    #[error("plugin {plugin}, call {call}: stopped after {after:?} without progress")]
+    Timeout {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The deadline or progress window that passed.
+        after: std::time::Duration,
+    },
+    /// The plugin tried to grow its memory past the cap and was stopped.
+    #[error(
+        "plugin {plugin}, call {call}: memory limit of {limit_bytes} bytes exceeded (asked for {requested_bytes})"
+    )]
+    MemoryLimit {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The cap.
+        limit_bytes: usize,
+        /// The size the plugin asked for.
+        requested_bytes: usize,
+    },
     /// The plugin refused the call with a typed error (bad input, for example).
     #[error("plugin {plugin}, call {call}: {}", .error.message())]
     Plugin {
@@ -93,6 +117,20 @@ pub enum EngineError {
         /// The sink's message.
         message: String,
     },
+    /// A hot swap was refused: the new plugin failed validation. The old one keeps serving.
+    #[error("swap from {current} to {candidate} refused, {current} keeps serving: {cause}")]
+    SwapRejected {
+        /// The plugin that keeps serving.
+        current: String,
+        /// The plugin that was refused.
+        candidate: String,
+        /// Why.
+        #[source]
+        cause: Box<EngineError>,
+    },
+    /// There is no previous generation to roll back to.
+    #[error("no previous plugin generation to roll back to")]
+    NoPreviousGeneration,
     /// A retroactive run stopped part way. Every tag it changed carries its record; the
     /// run's summary says `failed`. Running the policy again finishes the work.
     #[error(

@@ -5,10 +5,12 @@ use crate::bindings::tag_store::{ScanRequest, TagChange};
 use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind, Tag};
 use crate::bindings::{audit_log, tag_store, types};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
+use crate::limits::{Limits, MemoryCap};
 use crate::registry::{MarkImmutable, TagStore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Size and count caps on what a plugin may stage.
@@ -71,66 +73,62 @@ pub struct CallState {
     pub marked: u64,
     /// Names of the first tags that changed.
     pub first_marked: Vec<String>,
+    /// Set by every `tag-store` call; a run's deadline is extended while it is set.
+    pub progressed: bool,
+    /// The call's deadline, granted again after each progress.
+    pub window: std::time::Duration,
     /// The last tag store failure, to classify the call's error.
     pub store_error: Option<String>,
 }
 
-/// The data of one wasmtime store: an empty WASI context and the current call.
+/// The data of one wasmtime store: an empty WASI context, the memory cap, the
+/// guest's captured stderr, and the current call.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     store: Arc<dyn TagStore>,
     stamp: Arc<PluginStamp>,
     limits: RecordLimits,
+    /// The memory cap the store's limiter enforces.
+    pub memory: MemoryCap,
+    stderr: MemoryOutputPipe,
     /// The call in progress.
     pub call: CallState,
 }
 
-/// A wall clock frozen at the epoch: plugins get no real time source.
-struct FrozenClock;
-
-impl wasmtime_wasi::HostWallClock for FrozenClock {
-    fn resolution(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(1)
-    }
-    fn now(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
+/// How much of the guest's stderr (its panic message) is kept.
+const STDERR_CAPACITY: usize = 4096;
 
 impl HostState {
-    /// A state with no ambient capability: no files, environment, network or clock.
-    pub fn new(store: Arc<dyn TagStore>, stamp: Arc<PluginStamp>, limits: RecordLimits) -> Self {
-        let wasi = WasiCtx::builder()
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+    /// A state with no ambient capability: no files, environment, arguments or
+    /// network; stdout is discarded and stderr kept (bounded) for trap messages.
+    pub fn new(store: Arc<dyn TagStore>, stamp: Arc<PluginStamp>, limits: &Limits) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         HostState {
             wasi,
             table: ResourceTable::new(),
             store,
             stamp,
-            limits,
+            limits: limits.records,
+            memory: MemoryCap::new(limits.memory_bytes),
+            stderr,
             call: CallState::default(),
         }
     }
 
-    /// Starts a call with the given access on behalf of `actor`.
-    pub fn begin(&mut self, access: Access, actor: Option<&Actor>) {
+    /// What the guest wrote to stderr (a panic message, for instance).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
+    }
+
+    /// Starts a call with the given access and deadline on behalf of `actor`.
+    pub fn begin(&mut self, access: Access, actor: Option<&Actor>, window: std::time::Duration) {
         self.call = CallState {
             access,
+            window,
             performer: actor.map(Performer::of),
             ..CallState::default()
         };
@@ -232,6 +230,7 @@ impl audit_log::Host for HostState {
 
 impl tag_store::Host for HostState {
     fn scan(&mut self, mut request: ScanRequest) -> wasmtime::Result<Result<Vec<Tag>, String>> {
+        self.call.progressed = true;
         if matches!(self.call.access, Access::ReadOnly | Access::Stage) {
             return Err(wasmtime::Error::new(GuardViolation(
                 "scan is only allowed in run-retroactive and preview".into(),

@@ -6,14 +6,20 @@
 //! the typed methods of [`TagGuard`]. Every outcome is checked against the
 //! records the plugin staged with it, and committed together with them.
 
+pub mod audit;
 pub mod bindings;
+pub mod cache;
+mod decide;
 pub mod entry;
 pub mod error;
+mod generation;
 pub mod guard;
 pub mod host;
+pub mod limits;
 pub mod plugin;
 pub mod registry;
 pub mod runtime;
+mod selftest;
 pub mod tagguard;
 pub mod utc;
 
@@ -25,10 +31,14 @@ pub use bindings::tag_store::ScanRequest;
 pub use bindings::types::{
     Actor, ActorKind, Policy, PolicyError, PolicyMatch, RecordKind, Scope, Tag,
 };
+pub use cache::CacheStats;
 pub use entry::{AuditEntry, Performer, PluginStamp};
 pub use error::EngineError;
 pub use host::RecordLimits;
+pub use limits::Limits;
 pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
 pub use registry::{AuditSink, Change, MarkImmutable, SinkError, StoreError, TagStore};
-pub use runtime::Runtime;
-pub use tagguard::{DeleteOutcome, PolicyOutcome, PushOutcome, Settings, TagGuard};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use tagguard::{
+    DeleteOutcome, PLUGIN_SWAPPED, PolicyOutcome, PushOutcome, Settings, SwapOutcome, TagGuard,
+};

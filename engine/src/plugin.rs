@@ -1,17 +1,20 @@
 //! Loading a plugin: compile the component, check it implements the
 //! contract, and read its `info`.
 
+use crate::bindings::TagPolicyPre;
 use crate::bindings::policy_engine::PluginInfo;
-use crate::bindings::{TagPolicy, TagPolicyPre};
+use crate::bindings::tag_store::ScanRequest;
+use crate::bindings::types::Tag;
 use crate::entry::PluginStamp;
 use crate::error::EngineError;
-use crate::host::{Access, HostState, RecordLimits};
-use crate::registry::{StoreError, TagStore};
+use crate::generation::{Budget, Generation};
+use crate::host::{Access, HostState};
+use crate::limits::Limits;
+use crate::registry::{MarkImmutable, StoreError, TagStore};
 use crate::runtime::Runtime;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::Store;
 
 /// The contract version prefix a plugin must report.
 pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.1.";
@@ -36,21 +39,15 @@ pub fn digest(bytes: &[u8]) -> String {
     out
 }
 
-/// A store that has no tags; used while a plugin is validated.
-struct NoTags;
+/// A store that has no tags; used while a plugin is probed.
+pub(crate) struct NoTags;
 
 impl TagStore for NoTags {
-    fn scan(
-        &self,
-        _: &crate::bindings::tag_store::ScanRequest,
-    ) -> Result<Vec<crate::bindings::types::Tag>, StoreError> {
+    fn scan(&self, _: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
         Ok(Vec::new())
     }
-    fn mark_immutable(
-        &self,
-        _: Vec<crate::registry::MarkImmutable>,
-    ) -> Result<Vec<u64>, StoreError> {
-        Err(StoreError("no tag store during plugin validation".into()))
+    fn mark_immutable(&self, _: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
+        Err(StoreError("no tag store while a plugin is probed".into()))
     }
 }
 
@@ -60,6 +57,7 @@ pub struct Plugin {
     pre: TagPolicyPre<HostState>,
     info: PluginInfo,
     stamp: Arc<PluginStamp>,
+    limits: Limits,
 }
 
 impl Plugin {
@@ -78,42 +76,35 @@ impl Plugin {
         Self::from_bytes(runtime, &bytes)
     }
 
-    /// Compiles `bytes`, checks the world and the contract version reported by `info`.
+    /// Compiles `bytes` (through the precompile cache), checks that the component
+    /// implements the world with the sandbox's imports only, and checks the contract
+    /// version `info` reports. `info` runs under the query deadline and memory cap.
     pub fn from_bytes(runtime: &Runtime, bytes: &[u8]) -> Result<Self, EngineError> {
         let digest = digest(bytes);
         let mismatch = |reason: String| EngineError::ContractMismatch {
             plugin: digest.clone(),
             reason,
         };
-        let component =
-            wasmtime::component::Component::new(runtime.engine(), bytes).map_err(|e| {
-                EngineError::Load {
-                    plugin: digest.clone(),
-                    reason: format!("{e:#}"),
-                }
-            })?;
+        let component = runtime.compile(bytes).map_err(|e| EngineError::Load {
+            plugin: digest.clone(),
+            reason: format!("{e:#}"),
+        })?;
         let pre = runtime
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| mismatch(format!("{e:#}")))?;
         let pre = TagPolicyPre::new(pre).map_err(|e| mismatch(format!("{e:#}")))?;
+        let limits = *runtime.limits();
         let provisional = Arc::new(PluginStamp {
             name: "(loading)".into(),
             version: String::new(),
             digest: digest.clone(),
         });
-        let mut store = Store::new(
-            runtime.engine(),
-            HostState::new(Arc::new(NoTags), provisional, RecordLimits::default()),
-        );
-        store.data_mut().begin(Access::ReadOnly, None);
-        let instance: TagPolicy = pre
-            .instantiate(&mut store)
-            .map_err(|e| mismatch(format!("instantiation failed: {e:#}")))?;
-        let info = instance
-            .tagguard_policy_policy_engine()
-            .call_info(&mut store)
-            .map_err(|e| mismatch(format!("info trapped: {e:#}")))?;
+        let probe = Generation::new(0, pre.clone(), provisional, limits, Arc::new(NoTags));
+        let (info, _) = probe.call("info", Access::ReadOnly, None, Budget::Query, |g, s| {
+            g.call_info(s)
+        });
+        let info = info?;
         if !info.contract.starts_with(CONTRACT_PREFIX) {
             return Err(mismatch(format!(
                 "info reports contract {:?}, expected {CONTRACT_PREFIX}x",
@@ -128,7 +119,12 @@ impl Plugin {
             version: info.version.clone(),
             digest,
         });
-        Ok(Plugin { pre, info, stamp })
+        Ok(Plugin {
+            pre,
+            info,
+            stamp,
+            limits,
+        })
     }
 
     /// What the plugin reports about itself.
@@ -136,13 +132,13 @@ impl Plugin {
         &self.info
     }
 
-    /// Name, version and digest, as stamped on every record.
+    /// Name, version and digest, as stamped on records.
     pub fn stamp(&self) -> &Arc<PluginStamp> {
         &self.stamp
     }
 
-    /// The pre-instantiated component.
-    pub(crate) fn pre(&self) -> &TagPolicyPre<HostState> {
-        &self.pre
+    /// A new generation of this plugin over `store`.
+    pub(crate) fn generation(&self, id: u64, store: Arc<dyn TagStore>) -> Generation {
+        Generation::new(id, self.pre.clone(), self.stamp.clone(), self.limits, store)
     }
 }

@@ -1,40 +1,42 @@
 //! [`TagGuard`]: the typed API a registry calls, one method per decision.
-//! Every method runs the plugin, checks its outcome against its records, and
-//! commits both through the registry's [`AuditSink`] in one transaction.
+//! Every method runs the current plugin generation, checks the outcome
+//! against its records, and commits both through the registry's
+//! [`AuditSink`] in one transaction. Swapping the plugin publishes a new
+//! generation atomically; calls in flight finish on the old one.
 
-use crate::bindings::TagPolicy;
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, Guest, PluginInfo, PreviewReport, PushDecision, PushRequest,
+    DeleteDecision, DeleteRequest, PluginInfo, PreviewReport, PushDecision, PushRequest,
     RunOptions, RunSummary, RunTrigger,
 };
-use crate::bindings::types::{Actor, Error as PluginError, Policy, PolicyMatch, RecordKind, Tag};
+use crate::bindings::types::{Actor, Policy, PolicyMatch, RecordKind, Tag};
+use crate::decide::{self, PolicyEvent};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::error::EngineError;
+use crate::generation::Generation;
 use crate::guard;
-use crate::host::{Access, CallState, GuardViolation, HostState, RecordLimits};
+use crate::host::CallState;
 use crate::plugin::Plugin;
 use crate::registry::{AuditSink, Change, TagStore};
+use crate::selftest;
+use arc_swap::ArcSwap;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wasmtime::Store;
+
+/// The kind of the record a swap writes (host-authored).
+pub const PLUGIN_SWAPPED: &str = "immutability_plugin_swapped";
 
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Tags per batch in retroactive runs.
     pub batch_size: u32,
-    /// Caps on staged records.
-    pub limits: RecordLimits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            batch_size: 500,
-            limits: RecordLimits::default(),
-        }
+        Settings { batch_size: 500 }
     }
 }
 
@@ -76,21 +78,33 @@ pub struct PolicyOutcome {
     pub run: RunSummary,
 }
 
-struct Worker {
-    store: Store<HostState>,
-    instance: TagPolicy,
+/// A swap that was published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapOutcome {
+    /// The generation now serving.
+    pub generation: u64,
+    /// The plugin that served before.
+    pub old: PluginStamp,
+    /// The plugin serving now.
+    pub new: PluginStamp,
 }
 
-/// The host a registry embeds: one plugin, the registry's store and sink, and
-/// a pool of warm instances (a `Store` is not `Sync`, so one per caller).
+/// The host a registry embeds: the current plugin generation over the
+/// registry's tag store and audit sink. `Send + Sync`: call it from any thread.
 pub struct TagGuard {
-    plugin: Plugin,
-    label: String,
+    current: ArcSwap<Generation>,
+    plugins: Mutex<PluginHistory>,
     store: Arc<dyn TagStore>,
     sink: Arc<dyn AuditSink>,
     settings: Settings,
-    pool: Mutex<Vec<Worker>>,
     runs: AtomicU64,
+}
+
+/// The plugins of the current and previous generations, for swaps and rollback.
+struct PluginHistory {
+    current: Plugin,
+    previous: Option<Plugin>,
+    next_id: u64,
 }
 
 impl TagGuard {
@@ -101,124 +115,53 @@ impl TagGuard {
         sink: Arc<dyn AuditSink>,
         settings: Settings,
     ) -> Self {
-        let label = plugin.stamp().to_string();
+        let first = Arc::new(plugin.generation(1, store.clone()));
         TagGuard {
-            plugin,
-            label,
+            current: ArcSwap::new(first),
+            plugins: Mutex::new(PluginHistory {
+                current: plugin,
+                previous: None,
+                next_id: 2,
+            }),
             store,
             sink,
             settings,
-            pool: Mutex::new(Vec::new()),
             runs: AtomicU64::new(0),
         }
     }
 
-    /// What the plugin reports about itself.
-    pub fn info(&self) -> &PluginInfo {
-        self.plugin.info()
+    fn generation(&self) -> Arc<Generation> {
+        self.current.load_full()
     }
 
-    /// Name, version and digest of the plugin, as stamped on records.
-    pub fn stamp(&self) -> &PluginStamp {
-        self.plugin.stamp()
+    /// What the serving plugin reports about itself.
+    pub fn info(&self) -> PluginInfo {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .info()
+            .clone()
     }
 
-    fn instantiate(&self) -> Result<Worker, EngineError> {
-        let state = HostState::new(
-            self.store.clone(),
-            self.plugin.stamp().clone(),
-            self.settings.limits,
-        );
-        let mut store = Store::new(self.plugin.pre().engine(), state);
-        let instance =
-            self.plugin
-                .pre()
-                .instantiate(&mut store)
-                .map_err(|e| EngineError::Load {
-                    plugin: self.label.clone(),
-                    reason: format!("instantiation failed: {e:#}"),
-                })?;
-        Ok(Worker { store, instance })
+    /// Name, version and digest of the serving plugin, as stamped on records.
+    pub fn stamp(&self) -> PluginStamp {
+        (**self.generation().stamp()).clone()
     }
 
-    /// Runs one export on a pooled instance. A trapped instance is dropped, never reused.
-    fn call<R>(
-        &self,
-        name: &'static str,
-        access: Access,
-        actor: Option<&Actor>,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> (Result<R, EngineError>, CallState) {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut worker = match pooled.map_or_else(|| self.instantiate(), Ok) {
-            Ok(w) => w,
-            Err(e) => return (Err(e), CallState::default()),
-        };
-        worker.store.data_mut().begin(access, actor);
-        let result = f(
-            worker.instance.tagguard_policy_policy_engine(),
-            &mut worker.store,
-        );
-        let state = worker.store.data_mut().finish();
-        match result {
-            Ok(value) => {
-                self.pool
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(worker);
-                (Ok(value), state)
-            }
-            Err(trap) => (Err(self.classify(name, trap)), state),
-        }
+    /// The number of the serving generation (1 for the first plugin).
+    pub fn generation_id(&self) -> u64 {
+        self.generation().id
     }
 
-    fn classify(&self, call: &'static str, err: wasmtime::Error) -> EngineError {
-        if let Some(GuardViolation(reason)) = err.downcast_ref::<GuardViolation>() {
-            return self.audit_missing(call, reason.clone());
-        }
-        EngineError::GuestTrap {
-            plugin: self.label.clone(),
-            call,
-            message: format!("{err:#}"),
-        }
-    }
-
-    fn audit_missing(&self, call: &'static str, reason: String) -> EngineError {
-        EngineError::AuditMissing {
-            plugin: self.label.clone(),
-            call,
-            reason,
-        }
-    }
-
-    fn plugin_error(
-        &self,
-        call: &'static str,
-        error: PluginError,
-        state: &CallState,
-    ) -> EngineError {
-        let plugin = self.label.clone();
-        match error {
-            PluginError::Store(message) => EngineError::HostStore {
-                plugin,
-                call,
-                message: state.store_error.clone().unwrap_or(message),
-            },
-            PluginError::Audit(reason) => EngineError::AuditMissing {
-                plugin,
-                call,
-                reason,
-            },
-            error => EngineError::Plugin {
-                plugin,
-                call,
-                error,
-            },
-        }
+    /// Warm instances waiting in the serving generation's pool.
+    pub fn pooled_instances(&self) -> usize {
+        self.generation().pooled()
     }
 
     fn commit(
         &self,
+        generation: &Generation,
         call: &'static str,
         change: Change,
         entries: Vec<AuditEntry>,
@@ -226,27 +169,10 @@ impl TagGuard {
         self.sink
             .commit(change, entries)
             .map_err(|e| EngineError::HostAudit {
-                plugin: self.label.clone(),
+                plugin: generation.label.clone(),
                 call,
                 message: e.0,
             })
-    }
-
-    /// Runs a call that returns `result<T, error>` and flattens both error layers.
-    fn decide<T>(
-        &self,
-        name: &'static str,
-        access: Access,
-        actor: Option<&Actor>,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, PluginError>>,
-    ) -> (Result<T, EngineError>, CallState) {
-        let (result, state) = self.call(name, access, actor, f);
-        let result = match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.plugin_error(name, e, &state)),
-            Err(e) => Err(e),
-        };
-        (result, state)
     }
 
     /// Checks and normalises a candidate policy against the existing ones.
@@ -255,28 +181,16 @@ impl TagGuard {
         candidate: &Policy,
         existing: &[Policy],
     ) -> Result<Policy, EngineError> {
-        const CALL: &str = "validate-policy";
-        let (result, _) = self.call(CALL, Access::ReadOnly, None, |g, s| {
-            g.call_validate_policy(s, candidate, existing)
-        });
-        result?.map_err(|error| EngineError::InvalidPolicy {
-            plugin: self.label.clone(),
-            call: CALL,
-            error,
-        })
+        decide::validate_policy(&self.generation(), candidate, existing)
     }
 
     /// Decides a push and commits the tag together with its record.
     pub fn push(&self, req: &PushRequest) -> Result<PushOutcome, EngineError> {
-        const CALL: &str = "on-push";
-        let (result, state) = self.decide(CALL, Access::Stage, Some(&req.actor), |g, s| {
-            g.call_on_push(s, req)
-        });
-        let decision = result?;
-        guard::push(req, &decision, &state.staged).map_err(|r| self.audit_missing(CALL, r))?;
+        let generation = self.generation();
+        let (decision, staged) = decide::push(&generation, req)?;
         match decision {
             PushDecision::Deny(matched) => {
-                self.commit(CALL, Change::None, state.staged)?;
+                self.commit(&generation, "on-push", Change::None, staged)?;
                 Ok(PushOutcome::Denied { matched })
             }
             PushDecision::Create(c) => {
@@ -288,7 +202,7 @@ impl TagGuard {
                     immutable: c.immutable,
                     replaces: req.existing.as_ref().map(|t| t.id),
                 };
-                self.commit(CALL, change, state.staged)?;
+                self.commit(&generation, "on-push", change, staged)?;
                 Ok(PushOutcome::Created {
                     immutable: c.immutable,
                     matched: c.matched,
@@ -299,19 +213,14 @@ impl TagGuard {
 
     /// Decides a delete or expiry; applies `then` when allowed, records the denial otherwise.
     pub fn delete(&self, req: &DeleteRequest, then: Change) -> Result<DeleteOutcome, EngineError> {
-        const CALL: &str = "on-delete";
-        let (result, state) = self.decide(CALL, Access::Stage, Some(&req.actor), |g, s| {
-            g.call_on_delete(s, req)
-        });
-        let decision = result?;
-        guard::delete(req, &decision, &state.staged).map_err(|r| self.audit_missing(CALL, r))?;
-        match decision {
-            DeleteDecision::Allow => {
-                self.commit(CALL, then, Vec::new())?;
+        let generation = self.generation();
+        match decide::delete(&generation, req)? {
+            (DeleteDecision::Allow, _) => {
+                self.commit(&generation, "on-delete", then, Vec::new())?;
                 Ok(DeleteOutcome::Allowed)
             }
-            DeleteDecision::Deny(tag_ids) => {
-                self.commit(CALL, Change::None, state.staged)?;
+            (DeleteDecision::Deny(tag_ids), staged) => {
+                self.commit(&generation, "on-delete", Change::None, staged)?;
                 Ok(DeleteOutcome::Denied { tag_ids })
             }
         }
@@ -325,22 +234,14 @@ impl TagGuard {
         tag: &Tag,
         immutable: bool,
     ) -> Result<bool, EngineError> {
-        const CALL: &str = "on-manual-change";
-        let (result, state) = self.decide(CALL, Access::Stage, Some(actor), |g, s| {
-            g.call_on_manual_change(s, actor, tag, immutable)
-        });
-        let changed = result?;
-        guard::manual_change(tag, immutable, changed, &state.staged)
-            .map_err(|r| self.audit_missing(CALL, r))?;
+        let generation = self.generation();
+        let (changed, staged) = decide::manual_change(&generation, actor, tag, immutable)?;
         if changed {
-            self.commit(
-                CALL,
-                Change::SetImmutable {
-                    tag_id: tag.id,
-                    immutable,
-                },
-                state.staged,
-            )?;
+            let change = Change::SetImmutable {
+                tag_id: tag.id,
+                immutable,
+            };
+            self.commit(&generation, "on-manual-change", change, staged)?;
         }
         Ok(changed)
     }
@@ -353,16 +254,16 @@ impl TagGuard {
         candidate: &Policy,
         existing: &[Policy],
     ) -> Result<PolicyOutcome, EngineError> {
-        const CALL: &str = "on-policy-created";
-        let policy = self.validate_policy(candidate, existing)?;
-        let (result, state) = self.decide(CALL, Access::Stage, Some(actor), |g, s| {
-            g.call_on_policy_created(s, actor, &policy)
-        });
-        result?;
-        guard::policy_change(RecordKind::CreateImmutabilityPolicy, &policy, &state.staged)
-            .map_err(|r| self.audit_missing(CALL, r))?;
-        self.commit(CALL, Change::InsertPolicy(policy.clone()), state.staged)?;
-        let run = self.apply_policy(actor, &policy, RunTrigger::PolicyCreated)?;
+        let generation = self.generation();
+        let policy = decide::validate_policy(&generation, candidate, existing)?;
+        let staged = decide::policy_record(&generation, actor, &policy, PolicyEvent::Created)?;
+        self.commit(
+            &generation,
+            "on-policy-created",
+            Change::InsertPolicy(policy.clone()),
+            staged,
+        )?;
+        let run = self.run_on(&generation, actor, &policy, RunTrigger::PolicyCreated)?;
         Ok(PolicyOutcome { policy, run })
     }
 
@@ -375,32 +276,29 @@ impl TagGuard {
         candidate: &Policy,
         existing: &[Policy],
     ) -> Result<PolicyOutcome, EngineError> {
-        const CALL: &str = "on-policy-updated";
-        let after = self.validate_policy(candidate, existing)?;
-        let (result, state) = self.decide(CALL, Access::Stage, Some(actor), |g, s| {
-            g.call_on_policy_updated(s, actor, before, &after)
-        });
-        result?;
-        guard::policy_change(RecordKind::UpdateImmutabilityPolicy, &after, &state.staged)
-            .map_err(|r| self.audit_missing(CALL, r))?;
-        self.commit(CALL, Change::UpdatePolicy(after.clone()), state.staged)?;
-        let run = self.apply_policy(actor, &after, RunTrigger::PolicyUpdated)?;
+        let generation = self.generation();
+        let after = decide::validate_policy(&generation, candidate, existing)?;
+        let staged =
+            decide::policy_record(&generation, actor, &after, PolicyEvent::Updated(before))?;
+        self.commit(
+            &generation,
+            "on-policy-updated",
+            Change::UpdatePolicy(after.clone()),
+            staged,
+        )?;
+        let run = self.run_on(&generation, actor, &after, RunTrigger::PolicyUpdated)?;
         Ok(PolicyOutcome { policy: after, run })
     }
 
     /// Deletes a policy with its record. Tags it made immutable stay immutable.
     pub fn delete_policy(&self, actor: &Actor, policy: &Policy) -> Result<(), EngineError> {
-        const CALL: &str = "on-policy-deleted";
-        let (result, state) = self.decide(CALL, Access::Stage, Some(actor), |g, s| {
-            g.call_on_policy_deleted(s, actor, policy)
-        });
-        result?;
-        guard::policy_change(RecordKind::DeleteImmutabilityPolicy, policy, &state.staged)
-            .map_err(|r| self.audit_missing(CALL, r))?;
+        let generation = self.generation();
+        let staged = decide::policy_record(&generation, actor, policy, PolicyEvent::Deleted)?;
         self.commit(
-            CALL,
+            &generation,
+            "on-policy-deleted",
             Change::DeletePolicy(policy.uuid.clone()),
-            state.staged,
+            staged,
         )
     }
 
@@ -422,61 +320,49 @@ impl TagGuard {
         policy: &Policy,
         trigger: RunTrigger,
     ) -> Result<RunSummary, EngineError> {
+        self.run_on(&self.generation(), actor, policy, trigger)
+    }
+
+    fn run_on(
+        &self,
+        generation: &Generation,
+        actor: &Actor,
+        policy: &Policy,
+        trigger: RunTrigger,
+    ) -> Result<RunSummary, EngineError> {
         const CALL: &str = "run-retroactive";
         let options = RunOptions {
             run_id: self.next_run_id(),
             batch_size: self.settings.batch_size,
         };
-        let access = Access::Run {
-            run_id: options.run_id.clone(),
-            policy_uuid: policy.uuid.clone(),
-        };
-        let (result, state) = self.decide(CALL, access, Some(actor), |g, s| {
-            g.call_run_retroactive(s, actor, policy, trigger, &options)
-        });
-        let checked = result.and_then(|summary| {
-            if summary.count != state.marked || summary.run_id != options.run_id {
-                return Err(self.audit_missing(
-                    CALL,
-                    format!(
-                        "the plugin reports {} changed tags, the host saw {}",
-                        summary.count, state.marked
-                    ),
-                ));
-            }
-            guard::run_summary(
-                &options.run_id,
-                policy,
-                "completed",
-                state.marked,
-                &state.staged,
-            )
-            .map_err(|r| self.audit_missing(CALL, r))?;
-            Ok(summary)
-        });
+        let (checked, state) = decide::run(generation, actor, policy, trigger, &options);
         match checked {
             Ok(summary) => {
-                self.commit(CALL, Change::None, state.staged)?;
+                self.commit(generation, CALL, Change::None, state.staged)?;
                 Ok(summary)
             }
             Err(cause) => {
-                let staged = guard::run_summary(
+                let valid = guard::run_summary(
                     &options.run_id,
                     policy,
                     "failed",
                     state.marked,
                     &state.staged,
                 )
-                .map(|()| state.staged.clone())
-                .unwrap_or_else(|_| {
-                    vec![self.host_run_summary(actor, policy, trigger, &options, &state, &cause)]
-                });
-                // The summary is best kept even if it cannot be written: every changed tag
-                // already carries its own record, committed with it.
-                let cause = match self.commit(CALL, Change::None, staged) {
+                .is_ok();
+                let summary = if valid {
+                    state.staged.clone()
+                } else {
+                    vec![host_run_summary(
+                        generation, actor, policy, trigger, &options, &state, &cause,
+                    )]
+                };
+                // Every changed tag already carries its own record; the summary is added
+                // if it can be, and the error says so if it cannot.
+                let cause = match self.commit(generation, CALL, Change::None, summary) {
                     Ok(()) => cause,
                     Err(sink) => EngineError::HostAudit {
-                        plugin: self.label.clone(),
+                        plugin: generation.label.clone(),
                         call: CALL,
                         message: format!(
                             "{cause}; and the failed-run summary could not be written: {sink}"
@@ -484,7 +370,7 @@ impl TagGuard {
                     },
                 };
                 Err(EngineError::RunIncomplete {
-                    plugin: self.label.clone(),
+                    plugin: generation.label.clone(),
                     run_id: options.run_id,
                     policy_uuid: policy.uuid.clone(),
                     changed: state.marked,
@@ -494,60 +380,13 @@ impl TagGuard {
         }
     }
 
-    /// The failed-run summary the host writes when the plugin could not (it trapped or
-    /// broke the contract).
-    fn host_run_summary(
-        &self,
-        actor: &Actor,
-        policy: &Policy,
-        trigger: RunTrigger,
-        options: &RunOptions,
-        state: &CallState,
-        cause: &EngineError,
-    ) -> AuditEntry {
-        let trigger = match trigger {
-            RunTrigger::PolicyCreated => "policy_created",
-            RunTrigger::PolicyUpdated => "policy_updated",
-            RunTrigger::Reapplied => "reapplied",
-        };
-        let Value::Object(metadata) = json!({
-            "run_id": options.run_id,
-            "trigger": trigger,
-            "count": state.marked,
-            "tags_affected_count": state.marked,
-            "sample_tags": state.first_marked,
-            "batch_size": options.batch_size,
-            "status": "failed",
-            "outcome": "failed",
-            "error": cause.to_string(),
-            "written_by": "host",
-            "policy_uuid": policy.uuid,
-            "policy_pattern": policy.tag_pattern,
-            "policy_pattern_matches": policy.tag_pattern_matches,
-            "policy_scope": policy.scope.as_str(),
-        }) else {
-            unreachable!("json! of an object literal is an object")
-        };
-        AuditEntry::by_host(
-            RecordKind::TagsMadeImmutableByPolicy,
-            &policy.namespace,
-            policy.repository.as_deref(),
-            &Performer::of(actor),
-            self.plugin.stamp(),
-            Map::from_iter(metadata),
-        )
-    }
-
     /// Every policy among `policies` that fires for `tag_name`.
     pub fn explain(
         &self,
         tag_name: &str,
         policies: &[Policy],
     ) -> Result<Vec<PolicyMatch>, EngineError> {
-        self.decide("explain", Access::ReadOnly, None, |g, s| {
-            g.call_explain(s, tag_name, policies)
-        })
-        .0
+        decide::explain(&self.generation(), tag_name, policies)
     }
 
     /// How many mutable tags `policy` would make immutable, with a sample. Writes nothing.
@@ -556,9 +395,126 @@ impl TagGuard {
         policy: &Policy,
         sample_limit: u32,
     ) -> Result<PreviewReport, EngineError> {
-        self.decide("preview", Access::Scan, None, |g, s| {
-            g.call_preview(s, policy, sample_limit)
-        })
-        .0
+        decide::preview(&self.generation(), policy, sample_limit)
     }
+
+    /// Replaces the serving plugin. The candidate must pass the self-test first; then
+    /// the swap is recorded (`immutability_plugin_swapped`) and the new generation is
+    /// published atomically. Calls in flight finish on the old generation. On any
+    /// failure the old plugin keeps serving and nothing is recorded as swapped.
+    pub fn swap(&self, actor: &Actor, candidate: Plugin) -> Result<SwapOutcome, EngineError> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        let rejected = |cause: EngineError, plugins: &PluginHistory| EngineError::SwapRejected {
+            current: plugins.current.stamp().to_string(),
+            candidate: candidate.stamp().to_string(),
+            cause: Box::new(cause),
+        };
+        if let Err(cause) = selftest::run(&candidate) {
+            return Err(rejected(cause, &plugins));
+        }
+        self.publish(actor, &mut plugins, candidate, "swap")
+    }
+
+    /// Returns to the plugin that served before the last swap (recorded like a swap).
+    pub fn rollback(&self, actor: &Actor) -> Result<SwapOutcome, EngineError> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = plugins
+            .previous
+            .clone()
+            .ok_or(EngineError::NoPreviousGeneration)?;
+        self.publish(actor, &mut plugins, previous, "rollback")
+    }
+
+    fn publish(
+        &self,
+        actor: &Actor,
+        plugins: &mut PluginHistory,
+        next: Plugin,
+        action: &str,
+    ) -> Result<SwapOutcome, EngineError> {
+        let old = (**plugins.current.stamp()).clone();
+        let new = (**next.stamp()).clone();
+        let id = plugins.next_id;
+        let generation = self.generation();
+        let record = swap_record(actor, &old, &new, id, action);
+        self.commit(&generation, "swap", Change::None, vec![record])?;
+        self.current
+            .store(Arc::new(next.generation(id, self.store.clone())));
+        plugins.next_id += 1;
+        plugins.previous = Some(std::mem::replace(&mut plugins.current, next));
+        Ok(SwapOutcome {
+            generation: id,
+            old,
+            new,
+        })
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The record of a swap or rollback, written by the host and stamped with the new plugin.
+fn swap_record(
+    actor: &Actor,
+    old: &PluginStamp,
+    new: &PluginStamp,
+    generation: u64,
+    action: &str,
+) -> AuditEntry {
+    let metadata = object(json!({
+        "action": action,
+        "generation": generation,
+        "old_plugin": { "name": old.name, "version": old.version, "sha256": old.digest },
+        "new_plugin": { "name": new.name, "version": new.version, "sha256": new.digest },
+        "outcome": "success",
+    }));
+    AuditEntry::by_host(
+        PLUGIN_SWAPPED,
+        "",
+        None,
+        &Performer::of(actor),
+        new,
+        metadata,
+    )
+}
+
+/// The failed-run summary the host writes when the plugin could not (it trapped or
+/// broke the contract).
+fn host_run_summary(
+    generation: &Generation,
+    actor: &Actor,
+    policy: &Policy,
+    trigger: RunTrigger,
+    options: &RunOptions,
+    state: &CallState,
+    cause: &EngineError,
+) -> AuditEntry {
+    let metadata = object(json!({
+        "run_id": options.run_id,
+        "trigger": decide::trigger_name(trigger),
+        "count": state.marked,
+        "tags_affected_count": state.marked,
+        "sample_tags": state.first_marked,
+        "batch_size": options.batch_size,
+        "status": "failed",
+        "outcome": "failed",
+        "error": cause.to_string(),
+        "written_by": "host",
+        "policy_uuid": policy.uuid,
+        "policy_pattern": policy.tag_pattern,
+        "policy_pattern_matches": policy.tag_pattern_matches,
+        "policy_scope": policy.scope.as_str(),
+    }));
+    AuditEntry::by_host(
+        RecordKind::TagsMadeImmutableByPolicy.as_str(),
+        &policy.namespace,
+        policy.repository.as_deref(),
+        &Performer::of(actor),
+        generation.stamp(),
+        metadata,
+    )
 }

@@ -297,6 +297,35 @@ impl Db {
         Self::default()
     }
 
+    /// Adds mutable tags directly (test setup for large runs); returns their ids.
+    pub fn seed_tags(
+        &self,
+        namespace: &str,
+        repository: &str,
+        names: impl IntoIterator<Item = String>,
+    ) -> Vec<u64> {
+        self.with(|state| {
+            names
+                .into_iter()
+                .map(|name| {
+                    let id = state.tags.last().map_or(1, |t| t.id + 1);
+                    state.tags.push(TagRow {
+                        id,
+                        namespace: namespace.into(),
+                        repository: repository.into(),
+                        manifest_digest: format!("sha256:{id:064x}"),
+                        name,
+                        immutable: false,
+                        hidden: false,
+                        alive: true,
+                        expires_at: None,
+                    });
+                    id
+                })
+                .collect()
+        })
+    }
+
     /// Runs `f` with the state locked (reads, test setup).
     pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))

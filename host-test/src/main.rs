@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     for path in &scenarios {
         let scenario = scenario::load(path).map_err(anyhow::Error::msg)?;
         println!("\n== {} ({})", scenario.name, path.display());
-        let report = scenario::run(&plugin, &scenario);
+        let report = scenario::run(&runtime, &plugin, &scenario);
         for check in &report.checks {
             match &check.failure {
                 None => {

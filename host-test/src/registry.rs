@@ -3,7 +3,7 @@
 //! permissions.
 
 use crate::db::{Db, LogRow, TagRow};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tagguard_engine::{
     Actor, ActorKind, Change, DeleteOperation, DeleteOutcome, DeleteRequest, EngineError, Plugin,
     Policy, PolicyOutcome, PushOutcome, PushRequest, RunSummary, RunTrigger, Scope, Settings,
@@ -79,6 +79,9 @@ pub struct Registry {
     db: Arc<Db>,
     guard: TagGuard,
     next_policy: std::sync::atomic::AtomicU64,
+    /// Pushes decide under a read lock, policy changes and their runs under the write
+    /// lock, so a push never commits a decision made against an outdated policy set.
+    policy_gate: RwLock<()>,
 }
 
 /// A policy to create: the fields a registry API takes.
@@ -105,6 +108,7 @@ impl Registry {
             db,
             guard,
             next_policy: 1.into(),
+            policy_gate: RwLock::new(()),
         }
     }
 
@@ -116,6 +120,14 @@ impl Registry {
     /// The engine.
     pub fn guard(&self) -> &TagGuard {
         &self.guard
+    }
+
+    fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.policy_gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.policy_gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The alive tag `namespace/repository:name`.
@@ -163,6 +175,7 @@ impl Registry {
         tag: &str,
         digest: &str,
     ) -> Result<bool, RegistryError> {
+        let _gate = self.reading();
         let req = PushRequest {
             actor: actor.clone(),
             namespace: namespace.into(),
@@ -358,6 +371,7 @@ impl Registry {
         actor: &Actor,
         new: &NewPolicy,
     ) -> Result<PolicyOutcome, RegistryError> {
+        let _gate = self.writing();
         let candidate = self.candidate(new);
         let existing = self.namespace_policies(&new.namespace);
         if existing.iter().any(|p| p.uuid == candidate.uuid) {
@@ -377,6 +391,7 @@ impl Registry {
         pattern: &str,
         matches: bool,
     ) -> Result<PolicyOutcome, RegistryError> {
+        let _gate = self.writing();
         let before = self.policy(uuid)?;
         let candidate = Policy {
             tag_pattern: pattern.into(),
@@ -391,6 +406,7 @@ impl Registry {
 
     /// Applies a stored policy again (after a failed run, for example).
     pub fn reapply_policy(&self, actor: &Actor, uuid: &str) -> Result<RunSummary, RegistryError> {
+        let _gate = self.writing();
         let policy = self.policy(uuid)?;
         Ok(self
             .guard
@@ -399,6 +415,7 @@ impl Registry {
 
     /// Deletes a policy. Tags stay immutable.
     pub fn delete_policy(&self, actor: &Actor, uuid: &str) -> Result<(), RegistryError> {
+        let _gate = self.writing();
         let policy = self.policy(uuid)?;
         Ok(self.guard.delete_policy(actor, &policy)?)
     }

@@ -6,7 +6,9 @@ use crate::registry::{AuditQuery, NewPolicy, Registry, RegistryError, system, us
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::path::Path;
-use tagguard_engine::{Actor, AuditEntry, Plugin, Settings};
+use tagguard_engine::{
+    Actor, AuditEntry, EngineError, Plugin, Runtime, Settings, built_plugin_path,
+};
 
 /// A scenario file.
 #[derive(Debug, Deserialize)]
@@ -184,6 +186,26 @@ pub enum Step {
         #[serde(default)]
         expect: Outcome,
     },
+    /// Swap the serving plugin: `default`, a plugin the build made (`glob-policy`), or a file path.
+    Swap {
+        /// Which plugin.
+        plugin: String,
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
+    /// Return to the plugin that served before the last swap.
+    Rollback {
+        /// Who.
+        #[serde(flatten)]
+        actor: As,
+        /// Expected outcome.
+        #[serde(default)]
+        expect: Outcome,
+    },
     /// Expect a tag's state.
     ExpectTag {
         /// `namespace/repository`.
@@ -209,6 +231,9 @@ pub enum Step {
         /// Performer name the records must carry.
         #[serde(default)]
         performer: Option<String>,
+        /// Name of the plugin that must have decided (from its `info`).
+        #[serde(default)]
+        plugin: Option<String>,
         /// Exact number of matching records (default: at least one).
         #[serde(default)]
         count: Option<usize>,
@@ -280,6 +305,7 @@ fn resolve(v: &Value) -> Value {
 
 struct Runner<'a> {
     registry: &'a Registry,
+    runtime: &'a Runtime,
     checks: Vec<Check>,
     step: usize,
 }
@@ -429,6 +455,23 @@ impl Runner<'_> {
                     res,
                 );
             }
+            Step::Swap {
+                plugin,
+                actor,
+                expect,
+            } => {
+                let res = load_plugin(self.runtime, plugin)
+                    .and_then(|p| r.guard().swap(&actor_of(actor), p))
+                    .map_err(RegistryError::Engine);
+                self.action(format!("swap to {plugin}"), *expect, res);
+            }
+            Step::Rollback { actor, expect } => {
+                let res = r
+                    .guard()
+                    .rollback(&actor_of(actor))
+                    .map_err(RegistryError::Engine);
+                self.action("rollback".into(), *expect, res);
+            }
             Step::ExpectTag {
                 repo,
                 tag,
@@ -447,6 +490,7 @@ impl Runner<'_> {
                 metadata,
                 performer,
                 count,
+                plugin,
             } => {
                 let (namespace, repository) = match repo.as_deref().map(|x| x.split_once('/')) {
                     Some(Some((n, r))) => (Some(n), Some(r)),
@@ -485,6 +529,9 @@ impl Runner<'_> {
                                         )
                                     }),
                             )
+                            .chain(plugin.iter().filter(|p| row.entry.plugin.name != **p).map(
+                                |p| format!("plugin: expected {p}, got {}", row.entry.plugin.name),
+                            ))
                             .collect();
                         if !bad.is_empty() {
                             mismatches.push(format!("record {}: {}", row.seq, bad.join("; ")));
@@ -523,8 +570,18 @@ impl Runner<'_> {
     }
 }
 
+/// Loads `default` (the embedded plugin), a plugin the build made, or a component file.
+pub fn load_plugin(runtime: &Runtime, name: &str) -> Result<Plugin, EngineError> {
+    match name {
+        "default" => Plugin::default_plugin(runtime),
+        path if path.ends_with(".wasm") => Plugin::from_file(runtime, path),
+        package => Plugin::from_file(runtime, built_plugin_path(package)),
+    }
+}
+
 /// Runs `scenario` against a fresh registry with `plugin`; ends with the compliance check.
-pub fn run(plugin: &Plugin, scenario: &Scenario) -> Report {
+/// `runtime` loads the plugins of `swap` steps.
+pub fn run(runtime: &Runtime, plugin: &Plugin, scenario: &Scenario) -> Report {
     let mut settings = Settings::default();
     if let Some(b) = scenario.batch_size {
         settings.batch_size = b;
@@ -532,6 +589,7 @@ pub fn run(plugin: &Plugin, scenario: &Scenario) -> Report {
     let registry = Registry::new(plugin.clone(), settings);
     let mut runner = Runner {
         registry: &registry,
+        runtime,
         checks: Vec::new(),
         step: 0,
     };

@@ -155,7 +155,7 @@ fn the_example_scenario_files_pass() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
             let sc = scenario::load(&path).unwrap();
-            let report = scenario::run(&common::default_plugin(), &sc);
+            let report = scenario::run(common::runtime(), &common::default_plugin(), &sc);
             let failed: Vec<_> = report
                 .checks
                 .iter()
@@ -178,7 +178,7 @@ fn the_scenario_runner_reports_a_failing_expectation() {
         ]}"#,
     )
     .unwrap();
-    let report = scenario::run(&common::default_plugin(), &sc);
+    let report = scenario::run(common::runtime(), &common::default_plugin(), &sc);
     assert!(!report.passed());
     let failures: Vec<_> = report
         .checks

@@ -26,11 +26,5 @@ pub fn built_plugin(package: &str) -> Plugin {
 
 /// A fresh registry with the default plugin and the given batch size.
 pub fn registry(batch_size: u32) -> Registry {
-    Registry::new(
-        default_plugin(),
-        Settings {
-            batch_size,
-            ..Settings::default()
-        },
-    )
+    Registry::new(default_plugin(), Settings { batch_size })
 }

@@ -1,0 +1,279 @@
+//! One function per decision: run the export on a generation, check the
+//! outcome against its staged records (the guard), and return both, ready
+//! to commit. Nothing here writes to the registry.
+
+use crate::bindings::policy_engine::{
+    DeleteDecision, DeleteRequest, PushDecision, PushRequest, RunOptions, RunSummary, RunTrigger,
+};
+use crate::bindings::types::{Actor, Error as PluginError, Policy, RecordKind, Tag};
+use crate::entry::AuditEntry;
+use crate::error::EngineError;
+use crate::generation::{Budget, Generation};
+use crate::guard;
+use crate::host::{Access, CallState};
+
+fn plugin_error(
+    generation: &Generation,
+    call: &'static str,
+    error: PluginError,
+    state: &CallState,
+) -> EngineError {
+    let plugin = generation.label.clone();
+    match error {
+        PluginError::Store(message) => EngineError::HostStore {
+            plugin,
+            call,
+            message: state.store_error.clone().unwrap_or(message),
+        },
+        PluginError::Audit(reason) => EngineError::AuditMissing {
+            plugin,
+            call,
+            reason,
+        },
+        error => EngineError::Plugin {
+            plugin,
+            call,
+            error,
+        },
+    }
+}
+
+/// The reason an outcome was rejected, as a typed error.
+pub(crate) fn audit_missing(
+    generation: &Generation,
+    call: &'static str,
+    reason: String,
+) -> EngineError {
+    EngineError::AuditMissing {
+        plugin: generation.label.clone(),
+        call,
+        reason,
+    }
+}
+
+/// Runs an export returning `result<T, error>`, flattening both error layers.
+fn decide<T>(
+    generation: &Generation,
+    name: &'static str,
+    access: Access,
+    actor: Option<&Actor>,
+    budget: Budget,
+    f: impl FnOnce(
+        &crate::bindings::policy_engine::Guest,
+        &mut wasmtime::Store<crate::host::HostState>,
+    ) -> wasmtime::Result<Result<T, PluginError>>,
+) -> (Result<T, EngineError>, CallState) {
+    let (result, state) = generation.call(name, access, actor, budget, f);
+    let result = match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(plugin_error(generation, name, e, &state)),
+        Err(e) => Err(e),
+    };
+    (result, state)
+}
+
+/// Checks and normalises a candidate policy.
+pub(crate) fn validate_policy(
+    generation: &Generation,
+    candidate: &Policy,
+    existing: &[Policy],
+) -> Result<Policy, EngineError> {
+    const CALL: &str = "validate-policy";
+    let (result, _) = generation.call(CALL, Access::ReadOnly, None, Budget::Query, |g, s| {
+        g.call_validate_policy(s, candidate, existing)
+    });
+    result?.map_err(|error| EngineError::InvalidPolicy {
+        plugin: generation.label.clone(),
+        call: CALL,
+        error,
+    })
+}
+
+/// A push decision with its checked records.
+pub(crate) fn push(
+    generation: &Generation,
+    req: &PushRequest,
+) -> Result<(PushDecision, Vec<AuditEntry>), EngineError> {
+    const CALL: &str = "on-push";
+    let (result, state) = decide(
+        generation,
+        CALL,
+        Access::Stage,
+        Some(&req.actor),
+        Budget::Decision,
+        |g, s| g.call_on_push(s, req),
+    );
+    let decision = result?;
+    guard::push(req, &decision, &state.staged).map_err(|r| audit_missing(generation, CALL, r))?;
+    Ok((decision, state.staged))
+}
+
+/// A delete or expiry decision with its checked records.
+pub(crate) fn delete(
+    generation: &Generation,
+    req: &DeleteRequest,
+) -> Result<(DeleteDecision, Vec<AuditEntry>), EngineError> {
+    const CALL: &str = "on-delete";
+    let (result, state) = decide(
+        generation,
+        CALL,
+        Access::Stage,
+        Some(&req.actor),
+        Budget::Decision,
+        |g, s| g.call_on_delete(s, req),
+    );
+    let decision = result?;
+    guard::delete(req, &decision, &state.staged).map_err(|r| audit_missing(generation, CALL, r))?;
+    Ok((decision, state.staged))
+}
+
+/// A manual change with its checked record (none when nothing changes).
+pub(crate) fn manual_change(
+    generation: &Generation,
+    actor: &Actor,
+    tag: &Tag,
+    immutable: bool,
+) -> Result<(bool, Vec<AuditEntry>), EngineError> {
+    const CALL: &str = "on-manual-change";
+    let (result, state) = decide(
+        generation,
+        CALL,
+        Access::Stage,
+        Some(actor),
+        Budget::Decision,
+        |g, s| g.call_on_manual_change(s, actor, tag, immutable),
+    );
+    let changed = result?;
+    guard::manual_change(tag, immutable, changed, &state.staged)
+        .map_err(|r| audit_missing(generation, CALL, r))?;
+    Ok((changed, state.staged))
+}
+
+/// Which policy event a record is staged for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PolicyEvent<'a> {
+    /// Created.
+    Created,
+    /// Updated from this policy.
+    Updated(&'a Policy),
+    /// Deleted.
+    Deleted,
+}
+
+/// The record of a policy create, update or delete, checked.
+pub(crate) fn policy_record(
+    generation: &Generation,
+    actor: &Actor,
+    policy: &Policy,
+    event: PolicyEvent<'_>,
+) -> Result<Vec<AuditEntry>, EngineError> {
+    let (call, kind): (&'static str, RecordKind) = match event {
+        PolicyEvent::Created => ("on-policy-created", RecordKind::CreateImmutabilityPolicy),
+        PolicyEvent::Updated(_) => ("on-policy-updated", RecordKind::UpdateImmutabilityPolicy),
+        PolicyEvent::Deleted => ("on-policy-deleted", RecordKind::DeleteImmutabilityPolicy),
+    };
+    let (result, state) = decide(
+        generation,
+        call,
+        Access::Stage,
+        Some(actor),
+        Budget::Decision,
+        |g, s| match event {
+            PolicyEvent::Created => g.call_on_policy_created(s, actor, policy),
+            PolicyEvent::Updated(before) => g.call_on_policy_updated(s, actor, before, policy),
+            PolicyEvent::Deleted => g.call_on_policy_deleted(s, actor, policy),
+        },
+    );
+    result?;
+    guard::policy_change(kind, policy, &state.staged)
+        .map_err(|r| audit_missing(generation, call, r))?;
+    Ok(state.staged)
+}
+
+/// The name of a trigger in record metadata.
+pub(crate) fn trigger_name(trigger: RunTrigger) -> &'static str {
+    match trigger {
+        RunTrigger::PolicyCreated => "policy_created",
+        RunTrigger::PolicyUpdated => "policy_updated",
+        RunTrigger::Reapplied => "reapplied",
+    }
+}
+
+/// A retroactive run: its checked summary, or the error and what the host saw.
+pub(crate) fn run(
+    generation: &Generation,
+    actor: &Actor,
+    policy: &Policy,
+    trigger: RunTrigger,
+    options: &RunOptions,
+) -> (Result<RunSummary, EngineError>, CallState) {
+    const CALL: &str = "run-retroactive";
+    let access = Access::Run {
+        run_id: options.run_id.clone(),
+        policy_uuid: policy.uuid.clone(),
+    };
+    let (result, state) = decide(
+        generation,
+        CALL,
+        access,
+        Some(actor),
+        Budget::Run,
+        |g, s| g.call_run_retroactive(s, actor, policy, trigger, options),
+    );
+    let checked = result.and_then(|summary| {
+        if summary.count != state.marked || summary.run_id != options.run_id {
+            return Err(audit_missing(
+                generation,
+                CALL,
+                format!(
+                    "the plugin reports {} changed tags, the host saw {}",
+                    summary.count, state.marked
+                ),
+            ));
+        }
+        guard::run_summary(
+            &options.run_id,
+            policy,
+            "completed",
+            state.marked,
+            &state.staged,
+        )
+        .map_err(|r| audit_missing(generation, CALL, r))?;
+        Ok(summary)
+    });
+    (checked, state)
+}
+
+/// Every policy among `policies` that fires for `tag_name`.
+pub(crate) fn explain(
+    generation: &Generation,
+    tag_name: &str,
+    policies: &[Policy],
+) -> Result<Vec<crate::bindings::types::PolicyMatch>, EngineError> {
+    decide(
+        generation,
+        "explain",
+        Access::ReadOnly,
+        None,
+        Budget::Query,
+        |g, s| g.call_explain(s, tag_name, policies),
+    )
+    .0
+}
+
+/// A dry run of a policy.
+pub(crate) fn preview(
+    generation: &Generation,
+    policy: &Policy,
+    limit: u32,
+) -> Result<crate::bindings::policy_engine::PreviewReport, EngineError> {
+    decide(
+        generation,
+        "preview",
+        Access::Scan,
+        None,
+        Budget::Query,
+        |g, s| g.call_preview(s, policy, limit),
+    )
+    .0
+}
