@@ -6,7 +6,8 @@ use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind, Tag};
 use crate::bindings::{audit_log, tag_store, types};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::limits::{Limits, MemoryCap};
-use crate::registry::{MarkImmutable, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, TagRef, TagStore};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -200,6 +201,69 @@ impl HostState {
     }
 }
 
+impl HostState {
+    fn run_ids(&self) -> Result<(&str, &str), String> {
+        match &self.call.access {
+            Access::Run {
+                run_id,
+                policy_uuid,
+            } => Ok((run_id, policy_uuid)),
+            _ => Err("marking tags is only allowed during run-retroactive".into()),
+        }
+    }
+
+    /// Checks a per-batch entry: it lists exactly the requested tags from the last scan.
+    fn check_batch(&self, tag_ids: &[u64], entry: &AuditEntry) -> Result<Vec<TagRef>, String> {
+        let (run_id, policy_uuid) = self.run_ids()?;
+        let mut refs = Vec::with_capacity(tag_ids.len());
+        for id in tag_ids {
+            let tag =
+                self.call.scanned.get(id).ok_or_else(|| {
+                    format!("tag id {id} was not returned by the most recent scan")
+                })?;
+            refs.push(TagRef {
+                id: *id,
+                repository: tag.repository.clone(),
+                name: tag.name.clone(),
+            });
+        }
+        let listed = entry
+            .metadata
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let names_all = listed.len() == refs.len()
+            && refs.iter().zip(listed).all(|(r, v)| {
+                v.get("repository").and_then(Value::as_str) == Some(r.repository.as_str())
+                    && v.get("tag").and_then(Value::as_str) == Some(r.name.as_str())
+            });
+        let ok = entry.kind == RecordKind::TagMadeImmutableByPolicy.as_str()
+            && entry.tag.is_none()
+            && names_all
+            && entry.meta_str("run_id") == Some(run_id)
+            && entry.meta_str("policy_uuid") == Some(policy_uuid);
+        if ok {
+            Ok(refs)
+        } else {
+            Err(format!(
+                "the batch record must be a tag_made_immutable_by_policy record listing the {} tags in request order, with run_id {run_id} and policy_uuid {policy_uuid}",
+                refs.len()
+            ))
+        }
+    }
+
+    fn note_marked(&mut self, changed: &[u64], names: impl Iterator<Item = (u64, String)>) {
+        self.call.marked += changed.len() as u64;
+        let wanted = 10usize.saturating_sub(self.call.first_marked.len());
+        let firsts = names.filter(|(id, _)| changed.contains(id)).take(wanted);
+        self.call
+            .first_marked
+            .extend(firsts.map(|(_, name)| name).collect::<Vec<_>>());
+        self.call.scanned.clear();
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -255,6 +319,7 @@ impl tag_store::Host for HostState {
         &mut self,
         changes: Vec<TagChange>,
     ) -> wasmtime::Result<Result<Vec<u64>, String>> {
+        self.call.progressed = true;
         let mut marks = Vec::with_capacity(changes.len());
         for TagChange { tag_id, entry } in changes {
             let entry = self
@@ -263,22 +328,42 @@ impl tag_store::Host for HostState {
                 .map_err(|reason| wasmtime::Error::new(GuardViolation(reason)))?;
             marks.push(MarkImmutable { tag_id, entry });
         }
-        let wanted = 10usize.saturating_sub(self.call.first_marked.len());
-        let candidates: Vec<(u64, String)> = marks
-            .iter()
-            .take(if wanted > 0 { marks.len() } else { 0 })
-            .filter_map(|m| Some((m.tag_id, m.entry.tag.clone()?)))
-            .collect();
+        let names: Vec<(u64, String)> = if self.call.first_marked.len() < 10 {
+            marks
+                .iter()
+                .filter_map(|m| Some((m.tag_id, m.entry.tag.clone()?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         match self.store.mark_immutable(marks) {
             Ok(changed) => {
-                self.call.marked += changed.len() as u64;
-                let firsts = candidates
-                    .into_iter()
-                    .filter(|(id, _)| changed.contains(id));
-                self.call
-                    .first_marked
-                    .extend(firsts.take(wanted).map(|(_, name)| name));
-                self.call.scanned.clear();
+                self.note_marked(&changed, names.into_iter());
+                Ok(Ok(changed))
+            }
+            Err(e) => {
+                self.call.store_error = Some(e.0.clone());
+                Ok(Err(e.0))
+            }
+        }
+    }
+
+    fn mark_immutable_batch(
+        &mut self,
+        tag_ids: Vec<u64>,
+        entry: AuditRecord,
+    ) -> wasmtime::Result<Result<Vec<u64>, String>> {
+        self.call.progressed = true;
+        let entry = self
+            .stamp_record(entry)
+            .map_err(|r| wasmtime::Error::new(GuardViolation(r)))?;
+        let tags = self
+            .check_batch(&tag_ids, &entry)
+            .map_err(|r| wasmtime::Error::new(GuardViolation(r)))?;
+        let names: Vec<(u64, String)> = tags.iter().map(|t| (t.id, t.name.clone())).collect();
+        match self.store.mark_immutable_batch(MarkBatch { tags, entry }) {
+            Ok(changed) => {
+                self.note_marked(&changed, names.into_iter());
                 Ok(Ok(changed))
             }
             Err(e) => {

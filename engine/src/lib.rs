@@ -24,8 +24,8 @@ pub mod tagguard;
 pub mod utc;
 
 pub use bindings::policy_engine::{
-    CreateDecision, DeleteDecision, DeleteOperation, DeleteRequest, PluginInfo, PreviewReport,
-    PushDecision, PushRequest, RunSummary, RunTrigger,
+    CreateDecision, DeleteDecision, DeleteOperation, DeleteRequest, Granularity, PluginInfo,
+    PreviewReport, PushDecision, PushRequest, RunSummary, RunTrigger,
 };
 pub use bindings::tag_store::ScanRequest;
 pub use bindings::types::{
@@ -37,7 +37,9 @@ pub use error::EngineError;
 pub use host::RecordLimits;
 pub use limits::Limits;
 pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
-pub use registry::{AuditSink, Change, MarkImmutable, SinkError, StoreError, TagStore};
+pub use registry::{
+    AuditSink, Change, MarkBatch, MarkImmutable, SinkError, StoreError, TagRef, TagStore,
+};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use tagguard::{
     DeleteOutcome, PLUGIN_SWAPPED, PolicyOutcome, PushOutcome, Settings, SwapOutcome, TagGuard,

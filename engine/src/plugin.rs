@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::host::{Access, HostState};
 use crate::limits::Limits;
-use crate::registry::{MarkImmutable, StoreError, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagStore};
 use crate::runtime::Runtime;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ impl TagStore for NoTags {
         Ok(Vec::new())
     }
     fn mark_immutable(&self, _: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
+        Err(StoreError("no tag store while a plugin is probed".into()))
+    }
+    fn mark_immutable_batch(&self, _: MarkBatch) -> Result<Vec<u64>, StoreError> {
         Err(StoreError("no tag store while a plugin is probed".into()))
     }
 }

@@ -24,6 +24,62 @@ pub struct MarkImmutable {
     pub entry: AuditEntry,
 }
 
+/// A tag named by a per-batch record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRef {
+    /// The tag's id.
+    pub id: u64,
+    /// Its repository.
+    pub repository: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Tags to make immutable during a per-batch run, with the one entry that lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkBatch {
+    /// The tags, as the most recent scan returned them.
+    pub tags: Vec<TagRef>,
+    /// A `tag_made_immutable_by_policy` entry whose metadata `tags` lists exactly these tags.
+    pub entry: AuditEntry,
+}
+
+impl MarkBatch {
+    /// The entry narrowed to the tags that really changed (its `tags` list and
+    /// `count`), or `None` if none did. A store commits this, never the raw entry,
+    /// so the record claims no change that did not happen.
+    pub fn narrowed(&self, changed: &[u64]) -> Option<AuditEntry> {
+        let kept: Vec<&TagRef> = self
+            .tags
+            .iter()
+            .filter(|t| changed.contains(&t.id))
+            .collect();
+        if kept.is_empty() {
+            return None;
+        }
+        let mut entry = self.entry.clone();
+        let listed = entry
+            .metadata
+            .get("tags")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let narrowed: Vec<serde_json::Value> = listed
+            .into_iter()
+            .filter(|v| {
+                kept.iter().any(|t| {
+                    v.get("repository").and_then(serde_json::Value::as_str)
+                        == Some(t.repository.as_str())
+                        && v.get("tag").and_then(serde_json::Value::as_str) == Some(t.name.as_str())
+                })
+            })
+            .collect();
+        entry.metadata.insert("count".into(), narrowed.len().into());
+        entry.metadata.insert("tags".into(), narrowed.into());
+        Some(entry)
+    }
+}
+
 /// The registry's tags, as retroactive runs and previews see them.
 pub trait TagStore: Send + Sync {
     /// Alive, non-hidden tags in scope with id > `after_id`, ascending id, at most `limit`.
@@ -33,6 +89,10 @@ pub trait TagStore: Send + Sync {
     /// transaction; tags already immutable, deleted or hidden are skipped with their
     /// entries. Returns the ids that changed. On error nothing of this call applied.
     fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError>;
+
+    /// Makes the batch's tags immutable and commits `batch.narrowed(changed)` in the same
+    /// transaction. Returns the ids that changed. On error nothing of this call applied.
+    fn mark_immutable_batch(&self, batch: MarkBatch) -> Result<Vec<u64>, StoreError>;
 }
 
 /// A state change the engine commits together with the entries that explain it.

@@ -2,13 +2,15 @@
 //! decisions and a small retroactive run against a scratch store, each
 //! checked by the completeness guard. Nothing touches the registry.
 
-use crate::bindings::policy_engine::{PushDecision, PushRequest, RunOptions, RunTrigger};
+use crate::bindings::policy_engine::{
+    Granularity, PushDecision, PushRequest, RunOptions, RunTrigger,
+};
 use crate::bindings::tag_store::ScanRequest;
 use crate::bindings::types::{Actor, ActorKind, Policy, Scope, Tag};
 use crate::decide;
 use crate::error::EngineError;
 use crate::plugin::Plugin;
-use crate::registry::{MarkImmutable, StoreError, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagStore};
 use std::sync::{Arc, Mutex};
 
 const NAMESPACE: &str = "tagguard-self-test";
@@ -38,6 +40,19 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    fn mark(&self, ids: impl Iterator<Item = u64>) -> Vec<u64> {
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        ids.filter(|id| {
+            tags.iter_mut()
+                .find(|t| t.id == *id && !t.immutable)
+                .map(|t| t.immutable = true)
+                .is_some()
+        })
+        .collect()
+    }
+}
+
 impl TagStore for Scratch {
     fn scan(&self, r: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
         let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,15 +65,11 @@ impl TagStore for Scratch {
     }
 
     fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
-        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-        let mut changed = Vec::new();
-        for c in changes {
-            if let Some(t) = tags.iter_mut().find(|t| t.id == c.tag_id && !t.immutable) {
-                t.immutable = true;
-                changed.push(t.id);
-            }
-        }
-        Ok(changed)
+        Ok(self.mark(changes.iter().map(|c| c.tag_id)))
+    }
+
+    fn mark_immutable_batch(&self, batch: MarkBatch) -> Result<Vec<u64>, StoreError> {
+        Ok(self.mark(batch.tags.iter().map(|t| t.id)))
     }
 }
 
@@ -141,6 +152,7 @@ pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
     let options = RunOptions {
         run_id: "self-test".into(),
         batch_size: 3,
+        granularity: Granularity::PerTag,
     };
     let summary = decide::run(
         &generation,

@@ -5,8 +5,8 @@
 //! generation atomically; calls in flight finish on the old one.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, PluginInfo, PreviewReport, PushDecision, PushRequest,
-    RunOptions, RunSummary, RunTrigger,
+    DeleteDecision, DeleteRequest, Granularity, PluginInfo, PreviewReport, PushDecision,
+    PushRequest, RunOptions, RunSummary, RunTrigger,
 };
 use crate::bindings::types::{Actor, Policy, PolicyMatch, RecordKind, Tag};
 use crate::decide::{self, PolicyEvent};
@@ -32,11 +32,16 @@ pub const PLUGIN_SWAPPED: &str = "immutability_plugin_swapped";
 pub struct Settings {
     /// Tags per batch in retroactive runs.
     pub batch_size: u32,
+    /// One record per tag (default) or one per batch in retroactive runs.
+    pub granularity: Granularity,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { batch_size: 500 }
+        Settings {
+            batch_size: 500,
+            granularity: Granularity::PerTag,
+        }
     }
 }
 
@@ -334,6 +339,7 @@ impl TagGuard {
         let options = RunOptions {
             run_id: self.next_run_id(),
             batch_size: self.settings.batch_size,
+            granularity: self.settings.granularity,
         };
         let (checked, state) = decide::run(generation, actor, policy, trigger, &options);
         match checked {
@@ -500,6 +506,10 @@ fn host_run_summary(
         "tags_affected_count": state.marked,
         "sample_tags": state.first_marked,
         "batch_size": options.batch_size,
+        "granularity": match options.granularity {
+            Granularity::PerTag => "per_tag",
+            Granularity::PerBatch => "per_batch",
+        },
         "status": "failed",
         "outcome": "failed",
         "error": cause.to_string(),

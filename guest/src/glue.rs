@@ -75,6 +75,10 @@ macro_rules! export_policy_plugin {
                         .collect();
                     tag_store::mark_immutable(&changes)
                 }
+
+                fn mark_immutable_batch(&mut self, tag_ids: Vec<u64>, record: m::AuditRecord) -> Result<Vec<u64>, String> {
+                    tag_store::mark_immutable_batch(&tag_ids, &record_out(record))
+                }
             }
 
             fn scope_in(s: t::Scope) -> m::Scope {
@@ -288,6 +292,10 @@ macro_rules! export_policy_plugin {
                     let options = m::RunOptions {
                         run_id: options.run_id,
                         batch_size: options.batch_size,
+                        granularity: match options.granularity {
+                            pe::Granularity::PerTag => m::Granularity::PerTag,
+                            pe::Granularity::PerBatch => m::Granularity::PerBatch,
+                        },
                     };
                     let s = with_plugin(|p, h| {
                         p.run_retroactive(h, &policy_in(policy), trigger_in(trigger), &options)

@@ -234,6 +234,26 @@ impl RunTrigger {
     }
 }
 
+/// How finely a retroactive run records the tags it marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Granularity {
+    /// One record per tag.
+    #[default]
+    PerTag,
+    /// One record per batch listing its tags.
+    PerBatch,
+}
+
+impl Granularity {
+    /// The name used in record metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::PerTag => "per_tag",
+            Granularity::PerBatch => "per_batch",
+        }
+    }
+}
+
 /// Paging options of a retroactive run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -241,6 +261,8 @@ pub struct RunOptions {
     pub run_id: String,
     /// Tags per batch.
     pub batch_size: u32,
+    /// Per-tag or per-batch records.
+    pub granularity: Granularity,
 }
 
 /// What a retroactive run did.

@@ -6,8 +6,9 @@
 use crate::language::{PatternLanguage, RegexLanguage};
 use crate::matcher::Matcher;
 use crate::model::{
-    AuditRecord, DeleteDecision, DeleteRequest, Error, Policy, PolicyError, PolicyMatch, Preview,
-    PushDecision, PushRequest, RunOptions, RunSummary, RunTrigger, ScanRequest, Tag, TagChange,
+    AuditRecord, DeleteDecision, DeleteRequest, Error, Granularity, Policy, PolicyError,
+    PolicyMatch, Preview, PushDecision, PushRequest, RunOptions, RunSummary, RunTrigger,
+    ScanRequest, Tag, TagChange,
 };
 use crate::pattern::check_tag_name;
 use crate::records::{self, RunProgress, SAMPLE_TAGS};
@@ -23,6 +24,12 @@ pub trait Host {
     fn scan(&mut self, request: &ScanRequest) -> Result<Vec<Tag>, String>;
     /// Marks tags immutable with their records; returns the ids that changed.
     fn mark_immutable(&mut self, changes: Vec<TagChange>) -> Result<Vec<u64>, String>;
+    /// Marks tags immutable with one record for the batch; returns the ids that changed.
+    fn mark_immutable_batch(
+        &mut self,
+        tag_ids: Vec<u64>,
+        record: AuditRecord,
+    ) -> Result<Vec<u64>, String>;
 }
 
 /// The plugin's per-instance state for dialect `L`: its cache of compiled policy sets.
@@ -222,6 +229,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             sample_tags: &summary.sample_tags,
             batches: summary.batches,
             batch_size: options.batch_size,
+            granularity: options.granularity.as_str(),
             error: outcome.as_ref().err().map(ToString::to_string),
         };
         let staged = stage(host, records::run_summary(policy, &progress));
@@ -249,23 +257,14 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             let Some(last) = tags.last() else { break };
             request.after_id = last.id;
             summary.batches += 1;
-            let mut changes = Vec::new();
+            let mut firing = Vec::new();
             for tag in tags.iter().filter(|t| !t.immutable) {
                 if self.fires(&tag.name, policy)? {
-                    let record = records::made_immutable_by_run(
-                        tag,
-                        policy,
-                        trigger.as_str(),
-                        &options.run_id,
-                    );
-                    changes.push(TagChange {
-                        tag_id: tag.id,
-                        record,
-                    });
+                    firing.push(tag);
                 }
             }
-            if !changes.is_empty() {
-                let changed = host.mark_immutable(changes).map_err(Error::Store)?;
+            if !firing.is_empty() {
+                let changed = Self::mark(host, &firing, policy, trigger, options)?;
                 summary.count += changed.len() as u64;
                 let room = SAMPLE_TAGS.saturating_sub(summary.sample_tags.len());
                 if room > 0 {
@@ -281,6 +280,40 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             }
         }
         Ok(())
+    }
+
+    /// Marks `firing` with one record per tag, or one for the batch.
+    fn mark(
+        host: &mut dyn Host,
+        firing: &[&Tag],
+        policy: &Policy,
+        trigger: RunTrigger,
+        options: &RunOptions,
+    ) -> Result<Vec<u64>, Error> {
+        let trigger = trigger.as_str();
+        let result = match options.granularity {
+            Granularity::PerTag => {
+                let changes = firing
+                    .iter()
+                    .map(|tag| TagChange {
+                        tag_id: tag.id,
+                        record: records::made_immutable_by_run(
+                            tag,
+                            policy,
+                            trigger,
+                            &options.run_id,
+                        ),
+                    })
+                    .collect();
+                host.mark_immutable(changes)
+            }
+            Granularity::PerBatch => {
+                let record =
+                    records::batch_made_immutable(firing, policy, trigger, &options.run_id);
+                host.mark_immutable_batch(firing.iter().map(|t| t.id).collect(), record)
+            }
+        };
+        result.map_err(Error::Store)
     }
 
     /// Counts the mutable tags `policy` would make immutable, with a sample. Writes nothing.

@@ -76,6 +76,25 @@ impl Host for FakeHost {
         }
         Ok(changed)
     }
+
+    fn mark_immutable_batch(
+        &mut self,
+        tag_ids: Vec<u64>,
+        record: AuditRecord,
+    ) -> Result<Vec<u64>, String> {
+        let listed = record.metadata["tags"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, tag_ids.len(), "the batch record lists every tag");
+        let mut changed = Vec::new();
+        for id in tag_ids {
+            let tag = self.tags.iter_mut().find(|t| t.id == id).unwrap();
+            if !tag.immutable {
+                tag.immutable = true;
+                changed.push(id);
+            }
+        }
+        self.committed.push(record);
+        Ok(changed)
+    }
 }
 
 fn ns_policy(uuid: &str, pattern: &str, matches: bool) -> Policy {
@@ -329,6 +348,7 @@ fn run(
     let options = RunOptions {
         run_id: "run-1".into(),
         batch_size: batch,
+        granularity: Granularity::PerTag,
     };
     plugin.run_retroactive(host, policy, RunTrigger::PolicyCreated, &options)
 }
@@ -484,4 +504,46 @@ fn preview_counts_without_writing() {
     );
     assert!(host.staged.is_empty() && host.committed.is_empty());
     assert_eq!(host.immutable_count(), 1);
+}
+
+#[test]
+fn per_batch_granularity_writes_one_record_per_batch_listing_every_tag() {
+    let mut host = FakeHost::with_tags(25, &["a", "b"], |i| format!("v{i}"));
+    host.tags[4].immutable = true; // id 5 is skipped
+    let mut plugin = PolicyPlugin::new();
+    let options = RunOptions {
+        run_id: "run-b".into(),
+        batch_size: 10,
+        granularity: Granularity::PerBatch,
+    };
+    let s = plugin
+        .run_retroactive(
+            &mut host,
+            &ns_policy("p", "v.*", true),
+            RunTrigger::PolicyCreated,
+            &options,
+        )
+        .unwrap();
+    assert_eq!(s.count, 24);
+    assert_eq!(host.committed.len(), 3, "one record per batch");
+    let first = &host.committed[0];
+    assert_eq!(first.kind, RecordKind::TagMadeImmutableByPolicy);
+    assert_eq!(first.tag, None);
+    let listed: Vec<&str> = first.metadata["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["v1", "v2", "v3", "v4", "v6", "v7", "v8", "v9", "v10"]
+    );
+    assert_eq!(first.metadata["tags"][0]["repository"], "b");
+    assert_eq!(meta(first, "granularity"), "per_batch");
+    assert_eq!(meta(first, "run_id"), "run-b");
+    assert_eq!(meta(first, "policy_uuid"), "p");
+    let summary = host.staged.last().unwrap();
+    assert_eq!(meta(summary, "granularity"), "per_batch");
+    assert_eq!(meta(summary, "count"), 24);
 }

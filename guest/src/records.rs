@@ -95,6 +95,39 @@ pub fn made_immutable_by_run(
     }
 }
 
+/// `tag_made_immutable_by_policy` for a whole batch of a retroactive run: one record
+/// that lists every tag by repository and name (per-batch granularity).
+pub fn batch_made_immutable(
+    tags: &[&Tag],
+    policy: &Policy,
+    trigger: &str,
+    run_id: &str,
+) -> AuditRecord {
+    let listed: Vec<Value> = tags
+        .iter()
+        .map(|t| json!({ "repository": t.repository, "tag": t.name, "manifest_digest": t.manifest_digest }))
+        .collect();
+    let mut meta = object(json!({
+        "tags": listed,
+        "count": tags.len(),
+        "previous_immutable": false,
+        "immutable": true,
+        "trigger": trigger,
+        "outcome": "success",
+        "run_id": run_id,
+        "granularity": "per_batch",
+        "matched_policies": [policy.uuid],
+    }));
+    cause_fields(&mut meta, policy);
+    AuditRecord {
+        kind: RecordKind::TagMadeImmutableByPolicy,
+        namespace: policy.namespace.clone(),
+        repository: policy.repository.clone(),
+        tag: None,
+        metadata: Value::Object(meta),
+    }
+}
+
 /// Progress of a retroactive run, as its summary reports it.
 pub struct RunProgress<'a> {
     /// Run id.
@@ -109,6 +142,8 @@ pub struct RunProgress<'a> {
     pub batches: u32,
     /// Batch size used.
     pub batch_size: u32,
+    /// `per_tag` or `per_batch`.
+    pub granularity: &'a str,
     /// The error that stopped the run, if it failed.
     pub error: Option<String>,
 }
@@ -128,6 +163,7 @@ pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
         "sample_tags": progress.sample_tags,
         "batches": progress.batches,
         "batch_size": progress.batch_size,
+        "granularity": progress.granularity,
         "status": status,
         "outcome": status,
     }));

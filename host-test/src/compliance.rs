@@ -4,29 +4,43 @@
 //! 1. Every tag that is immutable got there through a change committed with
 //!    a record that claims it (policy or manual), and that record names a cause.
 //! 2. No record claims a change that did not happen: every claiming record is
-//!    tied to exactly one real transition, and every run summary's count equals
-//!    the per-tag records of its run.
+//!    tied to exactly the real transitions it names (one, or each tag of a
+//!    per-batch record), and every run summary's count equals the tags its
+//!    run's records name.
+//!
+//! It also checks the log is gap-free and its hash chain intact.
 
-use crate::db::Db;
-use std::collections::{HashMap, HashSet};
+use crate::db::{Db, LogRow};
+use std::collections::HashMap;
+use tagguard_engine::audit;
 
 const MADE: &str = "tag_made_immutable_by_policy";
 const MANUAL: &str = "change_tag_immutability";
 const SUMMARY: &str = "tags_made_immutable_by_policy";
 
-/// Checks both invariants and the log's sequence; returns every violation found.
+/// How many tag changes a record claims: one, or each tag of a per-batch record.
+fn claimed(row: &LogRow) -> usize {
+    let e = &row.entry;
+    match (e.kind, &e.tag) {
+        (MADE | MANUAL, Some(_)) => 1,
+        (MADE, None) => e
+            .metadata
+            .get("tags")
+            .and_then(|t| t.as_array())
+            .map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+/// Checks both invariants, the sequence and the chain; returns every violation found.
 pub fn check(db: &Db) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     db.with(|s| {
-        for (i, row) in s.log.iter().enumerate() {
-            if row.seq != i as u64 + 1 {
-                problems.push(format!(
-                    "log row {i} has sequence {} (gap or reorder)",
-                    row.seq
-                ));
-            }
+        let log = s.log.entries();
+        if let Err(broken) = audit::verify(log) {
+            problems.push(format!("audit chain broken: {broken}"));
         }
-        let mut linked = HashSet::new();
+        let mut links: HashMap<u64, usize> = HashMap::new();
         let mut last_to: HashMap<u64, (bool, Option<u64>)> = HashMap::new();
         for t in &s.transitions {
             match t.record_seq {
@@ -34,18 +48,14 @@ pub fn check(db: &Db) -> Result<(), Vec<String>> {
                     "tag id {} changed {} -> {} with no record",
                     t.tag_id, t.from, t.to
                 )),
-                Some(seq) => {
-                    if !linked.insert(seq) {
-                        problems.push(format!("record {seq} is claimed by two changes"));
-                    }
-                }
+                Some(seq) => *links.entry(seq).or_default() += 1,
             }
             last_to.insert(t.tag_id, (t.to, t.record_seq));
         }
         for tag in s.tags.iter().filter(|t| t.immutable) {
             match last_to.get(&tag.id) {
                 Some((true, Some(seq))) => {
-                    let e = &s.log[(*seq - 1) as usize].entry;
+                    let e = &log[(*seq - 1) as usize].entry;
                     let has_cause = match e.kind {
                         MADE => {
                             e.meta_str("policy_uuid").is_some() && e.meta_str("trigger").is_some()
@@ -66,29 +76,30 @@ pub fn check(db: &Db) -> Result<(), Vec<String>> {
                 )),
             }
         }
-        let mut per_run: HashMap<&str, u64> = HashMap::new();
-        for row in &s.log {
-            let e = &row.entry;
-            if (e.kind == MADE || e.kind == MANUAL) && !linked.contains(&row.seq) {
+        let mut per_run: HashMap<&str, usize> = HashMap::new();
+        for row in log {
+            let claims = claimed(row);
+            let linked = links.get(&row.seq).copied().unwrap_or(0);
+            if claims != linked {
                 problems.push(format!(
-                    "record {} ({} for {:?}) claims a change that did not happen",
-                    row.seq, e.kind, e.tag
+                    "record {} ({} for {:?}) claims {claims} changes, {linked} happened",
+                    row.seq, row.entry.kind, row.entry.tag
                 ));
             }
-            if e.kind == MADE
-                && let Some(run) = e.meta_str("run_id")
+            if row.entry.kind == MADE
+                && let Some(run) = row.entry.meta_str("run_id")
             {
-                *per_run.entry(run).or_default() += 1;
+                *per_run.entry(run).or_default() += claims;
             }
         }
-        for row in s.log.iter().filter(|r| r.entry.kind == SUMMARY) {
+        for row in log.iter().filter(|r| r.entry.kind == SUMMARY) {
             let e = &row.entry;
             let run = e.meta_str("run_id").unwrap_or_default();
-            let claimed = e.metadata.get("count").and_then(|v| v.as_u64());
-            let actual = per_run.get(run).copied().unwrap_or(0);
-            if claimed != Some(actual) {
+            let count = e.metadata.get("count").and_then(|v| v.as_u64());
+            let actual = per_run.get(run).copied().unwrap_or(0) as u64;
+            if count != Some(actual) {
                 problems.push(format!(
-                    "summary {} of run {run} claims {claimed:?} tags, the log has {actual}",
+                    "summary {} of run {run} claims {count:?} tags, the log has {actual}",
                     row.seq
                 ));
             }

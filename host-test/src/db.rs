@@ -4,9 +4,10 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tagguard_engine::audit::{AuditChain, ChainedEntry};
 use tagguard_engine::{
-    AuditEntry, AuditSink, Change, MarkImmutable, Policy, ScanRequest, SinkError, StoreError, Tag,
-    TagStore,
+    AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, Policy, ScanRequest, SinkError,
+    StoreError, Tag, TagStore,
 };
 
 /// One tag row.
@@ -46,14 +47,8 @@ impl TagRow {
     }
 }
 
-/// One committed audit log row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LogRow {
-    /// Sequence number, from 1, gap-free.
-    pub seq: u64,
-    /// The entry.
-    pub entry: AuditEntry,
-}
+/// One committed audit log row: the entry, its sequence number and its hash link.
+pub type LogRow = ChainedEntry;
 
 /// A real change of a tag's immutability, and the log row committed with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +70,8 @@ pub struct State {
     pub tags: Vec<TagRow>,
     /// Policies.
     pub policies: Vec<Policy>,
-    /// The audit log.
-    pub log: Vec<LogRow>,
+    /// The audit log: append-only and hash-chained.
+    pub log: AuditChain,
     /// Every real immutability change.
     pub transitions: Vec<Transition>,
 }
@@ -114,14 +109,33 @@ pub struct Db {
     pub faults: Faults,
 }
 
+/// Whether a record lists `repository:tag` in its per-batch `tags` list.
+pub fn lists(entry: &AuditEntry, repository: &str, tag: &str) -> bool {
+    entry
+        .metadata
+        .get("tags")
+        .and_then(|v| v.as_array())
+        .is_some_and(|tags| {
+            tags.iter().any(|t| {
+                t.get("repository").and_then(|v| v.as_str()) == Some(repository)
+                    && t.get("tag").and_then(|v| v.as_str()) == Some(tag)
+            })
+        })
+}
+
+/// Whether an entry names `repository:tag`: in its tag field or its per-batch list.
+pub fn names_tag(entry: &AuditEntry, repository: &str, tag: &str) -> bool {
+    (entry.repository.as_deref() == Some(repository) && entry.tag.as_deref() == Some(tag))
+        || (entry.tag.is_none() && lists(entry, repository, tag))
+}
+
 /// Whether an entry claims that `tag` became `to`.
 fn claims(entry: &AuditEntry, tag: &TagRow, to: bool) -> bool {
     matches!(
         entry.kind,
         "tag_made_immutable_by_policy" | "change_tag_immutability"
     ) && entry.namespace == tag.namespace
-        && entry.repository.as_deref() == Some(tag.repository.as_str())
-        && entry.tag.as_deref() == Some(tag.name.as_str())
+        && names_tag(entry, &tag.repository, &tag.name)
         && entry.metadata.get("immutable").and_then(|v| v.as_bool()) == Some(to)
 }
 
@@ -129,11 +143,7 @@ impl State {
     fn append(&mut self, entries: Vec<AuditEntry>) -> Vec<u64> {
         entries
             .into_iter()
-            .map(|entry| {
-                let seq = self.log.len() as u64 + 1;
-                self.log.push(LogRow { seq, entry });
-                seq
-            })
+            .map(|entry| self.log.append(entry).seq)
             .collect()
     }
 
@@ -144,7 +154,7 @@ impl State {
         let record_seq = seqs
             .iter()
             .copied()
-            .find(|s| claims(&self.log[(*s - 1) as usize].entry, tag, to));
+            .find(|s| claims(&self.log.entries()[(*s - 1) as usize].entry, tag, to));
         self.transitions.push(Transition {
             tag_id: tag.id,
             from,
@@ -381,6 +391,30 @@ impl TagStore for Db {
                 state.tags[idx].immutable = true;
                 state.transition(idx, false, &seqs);
                 changed.push(tag_id);
+            }
+            Ok(changed)
+        })
+    }
+
+    fn mark_immutable_batch(&self, batch: MarkBatch) -> Result<Vec<u64>, StoreError> {
+        self.with(|state| {
+            if self.faults.write_fails(&self.faults.store_down) {
+                return Err(StoreError("tag store write failed (injected fault)".into()));
+            }
+            let changing: Vec<(usize, u64)> = batch
+                .tags
+                .iter()
+                .filter_map(|t| state.alive_idx(t.id).map(|idx| (idx, t.id)))
+                .filter(|(idx, _)| !state.tags[*idx].immutable && !state.tags[*idx].hidden)
+                .collect();
+            let changed: Vec<u64> = changing.iter().map(|(_, id)| *id).collect();
+            let Some(entry) = batch.narrowed(&changed) else {
+                return Ok(changed);
+            };
+            let seqs = state.append(vec![entry]);
+            for (idx, _) in changing {
+                state.tags[idx].immutable = true;
+                state.transition(idx, false, &seqs);
             }
             Ok(changed)
         })

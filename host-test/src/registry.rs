@@ -2,7 +2,7 @@
 //! the plugin via the engine; the registry only looks rows up and checks
 //! permissions.
 
-use crate::db::{Db, LogRow, TagRow};
+use crate::db::{Db, LogRow, TagRow, names_tag};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tagguard_engine::{
     Actor, ActorKind, Change, DeleteOperation, DeleteOutcome, DeleteRequest, EngineError, Plugin,
@@ -451,8 +451,14 @@ impl Registry {
 
     /// Audit rows matching every given filter, in sequence order.
     pub fn audit(&self, query: &AuditQuery<'_>) -> Vec<LogRow> {
-        self.db
-            .with(|s| s.log.iter().filter(|r| query.matches(r)).cloned().collect())
+        self.db.with(|s| {
+            s.log
+                .entries()
+                .iter()
+                .filter(|r| query.matches(r))
+                .cloned()
+                .collect()
+        })
     }
 }
 
@@ -463,7 +469,7 @@ pub struct AuditQuery<'a> {
     pub namespace: Option<&'a str>,
     /// Repository.
     pub repository: Option<&'a str>,
-    /// Tag name (the entry's tag field).
+    /// Tag name: the entry's tag field, or a tag a per-batch record lists.
     pub tag: Option<&'a str>,
     /// Kind.
     pub kind: Option<&'a str>,
@@ -473,11 +479,27 @@ impl AuditQuery<'_> {
     /// Whether `row` passes the filter.
     pub fn matches(&self, row: &LogRow) -> bool {
         let e = &row.entry;
-        self.namespace.is_none_or(|x| e.namespace == x)
-            && self
-                .repository
-                .is_none_or(|x| e.repository.as_deref() == Some(x))
-            && self.tag.is_none_or(|x| e.tag.as_deref() == Some(x))
+        let place = match (self.repository, self.tag) {
+            (Some(repo), Some(tag)) => names_tag(e, repo, tag),
+            (None, Some(tag)) => {
+                e.tag.as_deref() == Some(tag) || (e.tag.is_none() && listed_anywhere(e, tag))
+            }
+            (Some(repo), None) => e.repository.as_deref() == Some(repo),
+            (None, None) => true,
+        };
+        place
+            && self.namespace.is_none_or(|x| e.namespace == x)
             && self.kind.is_none_or(|x| e.kind == x)
     }
+}
+
+/// Whether a per-batch record lists a tag of this name in any repository.
+fn listed_anywhere(e: &tagguard_engine::AuditEntry, tag: &str) -> bool {
+    e.metadata
+        .get("tags")
+        .and_then(|v| v.as_array())
+        .is_some_and(|tags| {
+            tags.iter()
+                .any(|t| t.get("tag").and_then(|v| v.as_str()) == Some(tag))
+        })
 }

@@ -604,9 +604,13 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, scenario: &Scenario) -> Report {
         .err()
         .map(|p| p.join("\n      "));
     runner.record("compliance invariants 1 and 2".into(), compliance);
-    let trail = registry
-        .db()
-        .with(|s| s.log.iter().map(|r| (r.seq, r.entry.clone())).collect());
+    let trail = registry.db().with(|s| {
+        s.log
+            .entries()
+            .iter()
+            .map(|r| (r.seq, r.entry.clone()))
+            .collect()
+    });
     Report {
         name: scenario.name.clone(),
         checks: runner.checks,

@@ -263,7 +263,7 @@ fn a_legitimate_run_over_200000_tags_outlives_a_short_deadline_by_making_progres
     });
     let reg = Registry::new(
         Plugin::default_plugin(&runtime).unwrap(),
-        Settings { batch_size: 500 },
+        Settings::default(),
     );
     reg.db().seed_tags(
         "org",

@@ -5,8 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tagguard_engine::{
-    AuditEntry, AuditSink, Change, MarkImmutable, Plugin, Policy, Runtime, ScanRequest, Scope,
-    Settings, SinkError, StoreError, Tag, TagGuard, TagStore,
+    AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, Plugin, Policy, Runtime, ScanRequest,
+    Scope, Settings, SinkError, StoreError, Tag, TagGuard, TagStore,
 };
 
 /// Inspect and try out tagguard policy plugins.
@@ -42,6 +42,9 @@ impl TagStore for Offline {
         Ok(Vec::new())
     }
     fn mark_immutable(&self, _: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
+        Err(StoreError("the command line has no tag store".into()))
+    }
+    fn mark_immutable_batch(&self, _: MarkBatch) -> Result<Vec<u64>, StoreError> {
         Err(StoreError("the command line has no tag store".into()))
     }
 }

@@ -26,5 +26,11 @@ pub fn built_plugin(package: &str) -> Plugin {
 
 /// A fresh registry with the default plugin and the given batch size.
 pub fn registry(batch_size: u32) -> Registry {
-    Registry::new(default_plugin(), Settings { batch_size })
+    Registry::new(
+        default_plugin(),
+        Settings {
+            batch_size,
+            ..Settings::default()
+        },
+    )
 }

@@ -2,8 +2,8 @@
 
 use crate::glob::GlobLanguage;
 use tagguard_guest::model::{
-    AuditRecord, Policy, PushDecision, PushRequest, RecordKind, RunOptions, RunTrigger,
-    ScanRequest, Scope, Tag, TagChange,
+    AuditRecord, Granularity, Policy, PushDecision, PushRequest, RecordKind, RunOptions,
+    RunTrigger, ScanRequest, Scope, Tag, TagChange,
 };
 use tagguard_guest::plugin::{Host, PolicyPlugin};
 
@@ -43,6 +43,25 @@ impl Host for FakeHost {
                 self.committed.push(c.record);
             }
         }
+        Ok(changed)
+    }
+
+    fn mark_immutable_batch(
+        &mut self,
+        tag_ids: Vec<u64>,
+        record: AuditRecord,
+    ) -> Result<Vec<u64>, String> {
+        let listed = record.metadata["tags"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, tag_ids.len(), "the batch record lists every tag");
+        let mut changed = Vec::new();
+        for id in tag_ids {
+            let tag = self.tags.iter_mut().find(|t| t.id == id).unwrap();
+            if !tag.immutable {
+                tag.immutable = true;
+                changed.push(id);
+            }
+        }
+        self.committed.push(record);
         Ok(changed)
     }
 }
@@ -125,6 +144,7 @@ fn retroactive_run_marks_exactly_the_matching_tags() {
     let options = RunOptions {
         run_id: "run-glob".into(),
         batch_size: 3,
+        granularity: Granularity::PerTag,
     };
     let summary = plugin
         .run_retroactive(
