@@ -19,6 +19,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub struct RecordLimits {
     /// Largest `metadata-json` accepted, in bytes.
     pub max_record_bytes: usize,
+    /// Largest per-batch record (it lists every tag of its batch), in bytes.
+    pub max_batch_record_bytes: usize,
     /// Most records one call may stage with `append`.
     pub max_staged_records: usize,
     /// Largest scan page the host serves.
@@ -29,6 +31,7 @@ impl Default for RecordLimits {
     fn default() -> Self {
         RecordLimits {
             max_record_bytes: 64 * 1024,
+            max_batch_record_bytes: 4 << 20,
             max_staged_records: 10_000,
             max_scan_limit: 10_000,
         }
@@ -152,11 +155,14 @@ impl HostState {
     }
 
     fn stamp_record(&self, record: AuditRecord) -> Result<AuditEntry, String> {
-        if record.metadata_json.len() > self.limits.max_record_bytes {
+        self.stamp_capped(record, self.limits.max_record_bytes)
+    }
+
+    fn stamp_capped(&self, record: AuditRecord, cap: usize) -> Result<AuditEntry, String> {
+        if record.metadata_json.len() > cap {
             return Err(format!(
-                "metadata-json: {} bytes, at most {} allowed",
-                record.metadata_json.len(),
-                self.limits.max_record_bytes
+                "metadata-json: {} bytes, at most {cap} allowed",
+                record.metadata_json.len()
             ));
         }
         if record.namespace.is_empty() {

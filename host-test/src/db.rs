@@ -85,9 +85,20 @@ pub struct Faults {
     pub store_down: AtomicBool,
     /// Writes (commits and marks) left before the next one fails; 0 disables.
     pub fail_in: AtomicU64,
+    /// Marks left before the process "crashes" (panics) before applying one; 0 disables.
+    pub crash_in: AtomicU64,
 }
 
 impl Faults {
+    /// Panics, as a crash between two batches would stop the process, when due.
+    fn maybe_crash(&self) {
+        let left = self.crash_in.load(Ordering::SeqCst);
+        if left > 0 {
+            self.crash_in.store(left - 1, Ordering::SeqCst);
+            assert!(left != 1, "simulated crash between two batches");
+        }
+    }
+
     fn write_fails(&self, down: &AtomicBool) -> bool {
         if down.load(Ordering::SeqCst) {
             return true;
@@ -375,6 +386,7 @@ impl TagStore for Db {
     }
 
     fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
+        self.faults.maybe_crash();
         self.with(|state| {
             if self.faults.write_fails(&self.faults.store_down) {
                 return Err(StoreError("tag store write failed (injected fault)".into()));
@@ -397,6 +409,7 @@ impl TagStore for Db {
     }
 
     fn mark_immutable_batch(&self, batch: MarkBatch) -> Result<Vec<u64>, StoreError> {
+        self.faults.maybe_crash();
         self.with(|state| {
             if self.faults.write_fails(&self.faults.store_down) {
                 return Err(StoreError("tag store write failed (injected fault)".into()));

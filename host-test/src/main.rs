@@ -3,7 +3,11 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use tagguard_engine::audit::{ExportFormat, export};
 use tagguard_engine::{Plugin, Runtime};
+
+/// The CloudEvents `source` of exported trails.
+const TRAIL_SOURCE: &str = "/tagguard/mock-registry";
 use tagguard_host_test::scenario;
 
 /// The tagguard mock registry and scenario runner.
@@ -24,6 +28,10 @@ enum Command {
         /// Print each scenario's audit trail as JSON lines.
         #[arg(long)]
         trail: bool,
+        /// Format of the printed trail: json (chained entries), quay (Quay's log rows),
+        /// or cloudevents (CloudEvents 1.0). Implies --trail.
+        #[arg(long, value_name = "FORMAT")]
+        trail_format: Option<ExportFormat>,
         /// Scenario files (JSON).
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
@@ -34,8 +42,10 @@ fn main() -> Result<()> {
     let Command::Run {
         plugin,
         trail,
+        trail_format,
         scenarios,
     } = Cli::parse().command;
+    let trail_format = trail_format.or(trail.then_some(ExportFormat::Json));
     let runtime = Runtime::new()?;
     let plugin = match &plugin {
         Some(path) => Plugin::from_file(&runtime, path)
@@ -63,11 +73,9 @@ fn main() -> Result<()> {
                 }
             }
         }
-        if trail {
+        if let Some(format) = trail_format {
             println!("-- audit trail ({} records)", report.trail.len());
-            for (seq, entry) in &report.trail {
-                println!("{}", scenario::trail_line(*seq, entry));
-            }
+            print!("{}", export(&report.trail, format, TRAIL_SOURCE));
         }
     }
     println!("\nscenarios: {passed} passed, {failed} failed");

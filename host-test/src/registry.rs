@@ -4,6 +4,7 @@
 
 use crate::db::{Db, LogRow, TagRow, names_tag};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tagguard_engine::audit::{ExportFormat, TagHistory, export, tag_history};
 use tagguard_engine::{
     Actor, ActorKind, Change, DeleteOperation, DeleteOutcome, DeleteRequest, EngineError, Plugin,
     Policy, PolicyOutcome, PushOutcome, PushRequest, RunSummary, RunTrigger, Scope, Settings,
@@ -102,7 +103,11 @@ pub struct NewPolicy {
 impl Registry {
     /// A fresh registry running `plugin`.
     pub fn new(plugin: Plugin, settings: Settings) -> Self {
-        let db = Arc::new(Db::new());
+        Self::with_db(plugin, settings, Arc::new(Db::new()))
+    }
+
+    /// A registry over an existing database (a restart after a crash, for instance).
+    pub fn with_db(plugin: Plugin, settings: Settings, db: Arc<Db>) -> Self {
         let guard = TagGuard::new(plugin, db.clone(), db.clone(), settings);
         Registry {
             db,
@@ -447,6 +452,17 @@ impl Registry {
                 .for_each(|t| t.alive = false)
         });
         Ok(())
+    }
+
+    /// Why `namespace/repository:tag` is (or is not) immutable: its full history.
+    pub fn history(&self, namespace: &str, repository: &str, tag: &str) -> TagHistory {
+        self.db
+            .with(|s| tag_history(s.log.entries(), namespace, repository, tag))
+    }
+
+    /// The whole audit log in an export format (`source` names the registry for CloudEvents).
+    pub fn export(&self, format: ExportFormat, source: &str) -> String {
+        self.db.with(|s| export(s.log.entries(), format, source))
     }
 
     /// Audit rows matching every given filter, in sequence order.

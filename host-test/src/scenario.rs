@@ -6,9 +6,8 @@ use crate::registry::{AuditQuery, NewPolicy, Registry, RegistryError, system, us
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::path::Path;
-use tagguard_engine::{
-    Actor, AuditEntry, EngineError, Plugin, Runtime, Settings, built_plugin_path,
-};
+use tagguard_engine::audit::ChainedEntry;
+use tagguard_engine::{Actor, EngineError, Plugin, Runtime, Settings, built_plugin_path};
 
 /// A scenario file.
 #[derive(Debug, Deserialize)]
@@ -206,6 +205,21 @@ pub enum Step {
         #[serde(default)]
         expect: Outcome,
     },
+    /// Ask why a tag is (or is not) immutable, and check the answer.
+    Explain {
+        /// `namespace/repository`.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Fields the cause (the last immutability change) must have: `kind`, `trigger`,
+        /// `policy_uuid` (`$id` allowed), `performer`, `plugin` (name), `immutable`;
+        /// `null` expects no cause at all.
+        #[serde(default)]
+        cause: Option<Map<String, Value>>,
+        /// Exact number of events in the history (changes and denials).
+        #[serde(default)]
+        events: Option<usize>,
+    },
     /// Expect a tag's state.
     ExpectTag {
         /// `namespace/repository`.
@@ -262,8 +276,8 @@ pub struct Report {
     pub name: String,
     /// Every check, in order.
     pub checks: Vec<Check>,
-    /// The audit trail, in sequence order.
-    pub trail: Vec<(u64, AuditEntry)>,
+    /// The audit trail, hash-chained, in sequence order.
+    pub trail: Vec<ChainedEntry>,
 }
 
 impl Report {
@@ -472,6 +486,66 @@ impl Runner<'_> {
                     .map_err(RegistryError::Engine);
                 self.action("rollback".into(), *expect, res);
             }
+            Step::Explain {
+                repo,
+                tag,
+                cause,
+                events,
+            } => {
+                let (ns, name) = split_repo(repo)?;
+                let history = r.history(ns, name, tag);
+                let mut wrong = Vec::new();
+                if let Some(n) = events
+                    && history.events.len() != *n
+                {
+                    wrong.push(format!(
+                        "expected {n} events, found {}",
+                        history.events.len()
+                    ));
+                }
+                match (cause, &history.cause) {
+                    (None, _) => {}
+                    (Some(want), Some(got)) => {
+                        let got = serde_json::to_value(got).unwrap_or(Value::Null);
+                        for (k, v) in want {
+                            let actual = match k.as_str() {
+                                "plugin" => got
+                                    .get("plugin")
+                                    .and_then(Value::as_str)
+                                    .and_then(|p| p.split('@').next())
+                                    .map(|p| json!(p)),
+                                _ => got.get(k).cloned(),
+                            };
+                            if actual.as_ref() != Some(&resolve(v)) {
+                                wrong.push(format!(
+                                    "cause.{k}: expected {}, got {}",
+                                    resolve(v),
+                                    actual.unwrap_or(Value::Null)
+                                ));
+                            }
+                        }
+                    }
+                    (Some(want), None) if !want.is_empty() => {
+                        wrong.push("expected a cause, the tag has no immutability change".into())
+                    }
+                    (Some(_), None) => {}
+                }
+                let summary =
+                    history
+                        .cause
+                        .as_ref()
+                        .map_or("no change recorded".to_string(), |c| {
+                            format!(
+                                "{} by {} (seq {}, {})",
+                                c.kind,
+                                c.performer,
+                                c.seq,
+                                c.policy_uuid.as_deref().unwrap_or("manual")
+                            )
+                        });
+                let failure = (!wrong.is_empty()).then(|| wrong.join("\n      "));
+                self.record(format!("explain {repo}:{tag}: {summary}"), failure);
+            }
             Step::ExpectTag {
                 repo,
                 tag,
@@ -604,25 +678,10 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, scenario: &Scenario) -> Report {
         .err()
         .map(|p| p.join("\n      "));
     runner.record("compliance invariants 1 and 2".into(), compliance);
-    let trail = registry.db().with(|s| {
-        s.log
-            .entries()
-            .iter()
-            .map(|r| (r.seq, r.entry.clone()))
-            .collect()
-    });
+    let trail = registry.db().with(|s| s.log.entries().to_vec());
     Report {
         name: scenario.name.clone(),
         checks: runner.checks,
         trail,
     }
-}
-
-/// One audit entry as a JSON line, with its sequence number.
-pub fn trail_line(seq: u64, entry: &AuditEntry) -> String {
-    let mut v = serde_json::to_value(entry).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert("seq".into(), json!(seq));
-    }
-    v.to_string()
 }

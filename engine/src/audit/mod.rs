@@ -4,10 +4,11 @@
 //! the one before it by a SHA-256 hash, so [`verify`] finds the first entry
 //! that was edited, removed, inserted or moved. [`export`] writes a chain as
 //! JSON Lines in the engine's own shape, in Quay's log shape, or as
-//! CloudEvents 1.0.
+//! CloudEvents 1.0. [`tag_history`] answers "why is this tag immutable?".
 
 mod chain;
 mod export;
+mod history;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ pub use export::{
     CLOUDEVENT_REQUIRED, ExportFormat, QUAY_FIELDS, UnknownExportFormat, cloud_event, export,
     missing_fields, quay_log_line, to_cloudevents_jsonl, to_quay_jsonl,
 };
+pub use history::{TagEvent, TagHistory, tag_history};
 
 use serde::Serialize;
 use serde_json::Value;
