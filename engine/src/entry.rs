@@ -14,6 +14,9 @@ pub struct PluginStamp {
     pub version: String,
     /// `sha256:` digest of the component bytes.
     pub digest: String,
+    /// The serving generation (1 for the first plugin, +1 per swap); 0 outside a
+    /// generation (while a plugin is loaded or self-tested).
+    pub generation: u64,
 }
 
 impl std::fmt::Display for PluginStamp {

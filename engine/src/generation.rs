@@ -53,6 +53,10 @@ impl Generation {
         limits: Limits,
         store: Arc<dyn TagStore>,
     ) -> Self {
+        let stamp = Arc::new(PluginStamp {
+            generation: id,
+            ..(*stamp).clone()
+        });
         let label = stamp.to_string();
         Generation {
             id,

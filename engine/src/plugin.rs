@@ -102,6 +102,7 @@ impl Plugin {
             name: "(loading)".into(),
             version: String::new(),
             digest: digest.clone(),
+            generation: 0,
         });
         let probe = Generation::new(0, pre.clone(), provisional, limits, Arc::new(NoTags));
         let (info, _) = probe.call("info", Access::ReadOnly, None, Budget::Query, |g, s| {
@@ -121,6 +122,7 @@ impl Plugin {
             name: info.name.clone(),
             version: info.version.clone(),
             digest,
+            generation: 0,
         });
         Ok(Plugin {
             pre,

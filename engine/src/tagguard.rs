@@ -438,10 +438,13 @@ impl TagGuard {
         next: Plugin,
         action: &str,
     ) -> Result<SwapOutcome, EngineError> {
-        let old = (**plugins.current.stamp()).clone();
-        let new = (**next.stamp()).clone();
-        let id = plugins.next_id;
         let generation = self.generation();
+        let old = (**generation.stamp()).clone();
+        let id = plugins.next_id;
+        let new = PluginStamp {
+            generation: id,
+            ..(**next.stamp()).clone()
+        };
         let record = swap_record(actor, &old, &new, id, action);
         self.commit(&generation, "swap", Change::None, vec![record])?;
         self.current

@@ -170,7 +170,11 @@ fn a_swap_is_recorded_publishes_a_new_generation_and_rollback_returns() {
 
     let back = reg.guard().rollback(&admin).unwrap();
     assert_eq!(back.generation, 3);
-    assert_eq!(back.new, default_stamp);
+    assert_eq!(
+        (back.new.digest.as_str(), back.new.generation),
+        (default_stamp.digest.as_str(), 3)
+    );
+    assert_eq!(back.old.generation, 2);
     assert!(reg.push(&admin, "org", "repo", "v1z", "sha256:d").unwrap());
 
     let swaps = reg.audit(&AuditQuery {

@@ -17,6 +17,7 @@ fn stamp() -> PluginStamp {
         name: "tagguard-default".into(),
         version: "0.1.0".into(),
         digest: format!("sha256:{}", "ab".repeat(32)),
+        generation: 1,
     }
 }
 
@@ -152,7 +153,7 @@ fn canonical_json_is_compact_with_sorted_keys_and_a_stable_hash() {
     let expected = concat!(
         r#"{"entry":{"kind":"tag_made_immutable_by_policy","metadata":{"alpha":"x","zeta":{"a":[true,null],"b":1}},"#,
         r#""namespace":"acme","performer":{"ip":null,"kind":"user","name":"alice","request_id":null},"#,
-        r#""plugin":{"digest":"sha256:abababababababababababababababababababababababababababababababab","#,
+        r#""plugin":{"digest":"sha256:abababababababababababababababababababababababababababababababab","generation":1,"#,
         r#""name":"tagguard-default","version":"0.1.0"},"repository":"web","tag":"v1.7","#,
         r#""time":"2026-11-27T13:00:00.007000Z"},"#,
         r#""prev_hash":"sha256:0000000000000000000000000000000000000000000000000000000000000000","seq":3}"#
@@ -161,7 +162,7 @@ fn canonical_json_is_compact_with_sorted_keys_and_a_stable_hash() {
     // sha256 of `expected`, computed independently.
     assert_eq!(
         entry_hash(3, GENESIS_HASH, &e),
-        "sha256:8f8d5c93adec58e0d4b606deaf93f5c2fce80f58e7458ab79b6da431d6440cfa"
+        "sha256:8bf70ef75d823ed0335b2821410bccb3fc23e2396d04c5be03a1d22f0dde5e1a"
     );
 }
 
