@@ -6,7 +6,7 @@ use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind, Tag};
 use crate::bindings::{audit_log, tag_store, types};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::limits::{Limits, MemoryCap};
-use crate::registry::{MarkBatch, MarkImmutable, TagRef, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagRef, TagStore};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -259,6 +259,24 @@ impl HostState {
         }
     }
 
+    /// Notes what a mark call changed, or the store's failure, for the call's outcome.
+    fn marked(
+        &mut self,
+        result: Result<Vec<u64>, StoreError>,
+        names: Vec<(u64, String)>,
+    ) -> Result<Vec<u64>, String> {
+        match result {
+            Ok(changed) => {
+                self.note_marked(&changed, names.into_iter());
+                Ok(changed)
+            }
+            Err(e) => {
+                self.call.store_error = Some(e.0.clone());
+                Err(e.0)
+            }
+        }
+    }
+
     fn note_marked(&mut self, changed: &[u64], names: impl Iterator<Item = (u64, String)>) {
         self.call.marked += changed.len() as u64;
         let wanted = 10usize.saturating_sub(self.call.first_marked.len());
@@ -342,16 +360,8 @@ impl tag_store::Host for HostState {
         } else {
             Vec::new()
         };
-        match self.store.mark_immutable(marks) {
-            Ok(changed) => {
-                self.note_marked(&changed, names.into_iter());
-                Ok(Ok(changed))
-            }
-            Err(e) => {
-                self.call.store_error = Some(e.0.clone());
-                Ok(Err(e.0))
-            }
-        }
+        let result = self.store.mark_immutable(marks);
+        Ok(self.marked(result, names))
     }
 
     fn mark_immutable_batch(
@@ -360,22 +370,13 @@ impl tag_store::Host for HostState {
         entry: AuditRecord,
     ) -> wasmtime::Result<Result<Vec<u64>, String>> {
         self.call.progressed = true;
-        let entry = self
-            .stamp_record(entry)
-            .map_err(|r| wasmtime::Error::new(GuardViolation(r)))?;
-        let tags = self
-            .check_batch(&tag_ids, &entry)
+        let cap = self.limits.max_batch_record_bytes;
+        let (tags, entry) = self
+            .stamp_capped(entry, cap)
+            .and_then(|e| Ok((self.check_batch(&tag_ids, &e)?, e)))
             .map_err(|r| wasmtime::Error::new(GuardViolation(r)))?;
         let names: Vec<(u64, String)> = tags.iter().map(|t| (t.id, t.name.clone())).collect();
-        match self.store.mark_immutable_batch(MarkBatch { tags, entry }) {
-            Ok(changed) => {
-                self.note_marked(&changed, names.into_iter());
-                Ok(Ok(changed))
-            }
-            Err(e) => {
-                self.call.store_error = Some(e.0.clone());
-                Ok(Err(e.0))
-            }
-        }
+        let result = self.store.mark_immutable_batch(MarkBatch { tags, entry });
+        Ok(self.marked(result, names))
     }
 }
