@@ -9,6 +9,7 @@
 
 pub mod language;
 pub mod matcher;
+pub mod memory_host;
 pub mod model;
 pub mod pattern;
 pub mod plugin;

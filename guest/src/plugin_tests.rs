@@ -1,101 +1,9 @@
 //! Tests of the plugin's decisions and records against an in-memory host.
 
+use crate::memory_host::MemoryHost;
 use crate::model::*;
-use crate::plugin::{Host, PolicyPlugin};
+use crate::plugin::PolicyPlugin;
 use serde_json::Value;
-
-/// An in-memory tag store and audit log, with an optional failure after N imports.
-#[derive(Default)]
-struct FakeHost {
-    tags: Vec<Tag>,
-    staged: Vec<AuditRecord>,
-    committed: Vec<AuditRecord>,
-    scans: Vec<ScanRequest>,
-    fail_mark_after: Option<usize>,
-    marks: usize,
-}
-
-impl FakeHost {
-    fn with_tags(n: u64, repos: &[&str], name: impl Fn(u64) -> String) -> Self {
-        let tags = (1..=n)
-            .map(|id| Tag {
-                id,
-                namespace: "org".into(),
-                repository: repos[(id as usize) % repos.len()].into(),
-                name: name(id),
-                manifest_digest: format!("sha256:{id:064x}"),
-                immutable: false,
-            })
-            .collect();
-        FakeHost {
-            tags,
-            ..Default::default()
-        }
-    }
-
-    fn immutable_count(&self) -> usize {
-        self.tags.iter().filter(|t| t.immutable).count()
-    }
-}
-
-impl Host for FakeHost {
-    fn append(&mut self, record: AuditRecord) -> Result<(), String> {
-        self.staged.push(record);
-        Ok(())
-    }
-
-    fn scan(&mut self, r: &ScanRequest) -> Result<Vec<Tag>, String> {
-        self.scans.push(r.clone());
-        Ok(self
-            .tags
-            .iter()
-            .filter(|t| {
-                t.namespace == r.namespace
-                    && r.repository.as_ref().is_none_or(|x| *x == t.repository)
-            })
-            .filter(|t| t.id > r.after_id)
-            .take(r.limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    fn mark_immutable(&mut self, changes: Vec<TagChange>) -> Result<Vec<u64>, String> {
-        if self.fail_mark_after == Some(self.marks) {
-            return Err("database is down".into());
-        }
-        self.marks += 1;
-        let mut changed = Vec::new();
-        for c in changes {
-            let tag = self.tags.iter_mut().find(|t| t.id == c.tag_id).unwrap();
-            assert_eq!(c.record.tag.as_deref(), Some(tag.name.as_str()));
-            if !tag.immutable {
-                tag.immutable = true;
-                changed.push(c.tag_id);
-                self.committed.push(c.record);
-            }
-        }
-        Ok(changed)
-    }
-
-    fn mark_immutable_batch(
-        &mut self,
-        tag_ids: Vec<u64>,
-        record: AuditRecord,
-    ) -> Result<Vec<u64>, String> {
-        let listed = record.metadata["tags"].as_array().map_or(0, Vec::len);
-        assert_eq!(listed, tag_ids.len(), "the batch record lists every tag");
-        let mut changed = Vec::new();
-        for id in tag_ids {
-            let tag = self.tags.iter_mut().find(|t| t.id == id).unwrap();
-            if !tag.immutable {
-                tag.immutable = true;
-                changed.push(id);
-            }
-        }
-        self.committed.push(record);
-        Ok(changed)
-    }
-}
 
 fn ns_policy(uuid: &str, pattern: &str, matches: bool) -> Policy {
     Policy {
@@ -137,7 +45,7 @@ fn meta(r: &AuditRecord, key: &str) -> Value {
 #[test]
 fn push_matching_a_policy_creates_immutable_with_a_complete_record() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let latest = ns_policy("p-latest", "^latest$", true);
     let d = plugin
         .on_push(&mut host, &push("latest", None, vec![latest.clone()]))
@@ -169,7 +77,7 @@ fn push_matching_a_policy_creates_immutable_with_a_complete_record() {
 #[test]
 fn push_not_matching_creates_mutable_and_stages_nothing() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let d = plugin
         .on_push(
             &mut host,
@@ -189,7 +97,7 @@ fn push_not_matching_creates_mutable_and_stages_nothing() {
 #[test]
 fn overwriting_an_immutable_tag_is_denied_even_with_the_same_digest() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let mut req = push(
         "latest",
         Some(tag(7, "latest", true)),
@@ -209,7 +117,7 @@ fn overwriting_an_immutable_tag_is_denied_even_with_the_same_digest() {
 #[test]
 fn retargeting_a_mutable_tag_that_now_matches_makes_it_immutable() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let req = push(
         "v2",
         Some(tag(3, "v2", false)),
@@ -229,7 +137,7 @@ fn retargeting_a_mutable_tag_that_now_matches_makes_it_immutable() {
 #[test]
 fn push_rejects_a_bad_tag_name_and_stages_nothing() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let err = plugin
         .on_push(&mut host, &push("-bad", None, vec![]))
         .unwrap_err();
@@ -248,7 +156,7 @@ fn delete_expiry_and_manifest_delete_of_immutable_tags_are_denied_with_records()
         DeleteOperation::SetExpiration,
         DeleteOperation::DeleteManifest,
     ] {
-        let mut host = FakeHost::default();
+        let mut host = MemoryHost::default();
         let req = DeleteRequest {
             operation: op,
             tags: vec![tag(1, "a", false), tag(2, "b", true), tag(3, "c", true)],
@@ -266,7 +174,7 @@ fn delete_expiry_and_manifest_delete_of_immutable_tags_are_denied_with_records()
             serde_json::json!([])
         );
     }
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let req = DeleteRequest {
         operation: DeleteOperation::DeleteTag,
         tags: vec![tag(1, "a", false)],
@@ -282,7 +190,7 @@ fn delete_expiry_and_manifest_delete_of_immutable_tags_are_denied_with_records()
 #[test]
 fn manual_change_records_previous_and_new_state_and_only_real_changes() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     assert!(
         plugin
             .on_manual_change(&mut host, &tag(1, "a", true), false)
@@ -307,7 +215,7 @@ fn manual_change_records_previous_and_new_state_and_only_real_changes() {
 #[test]
 fn policy_lifecycle_records() {
     let mut plugin = PolicyPlugin::new();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let before = ns_policy("p", "^v.*$", true);
     let after = ns_policy("p", "^release-.*$", false);
     plugin.on_policy_created(&mut host, &before).unwrap();
@@ -341,7 +249,7 @@ fn policy_lifecycle_records() {
 
 fn run(
     plugin: &mut PolicyPlugin,
-    host: &mut FakeHost,
+    host: &mut MemoryHost,
     policy: &Policy,
     batch: u32,
 ) -> Result<RunSummary, Error> {
@@ -357,7 +265,7 @@ fn run(
 fn retroactive_paging_counts_exactly_for_batch_sizes_1_3_and_500() {
     for batch in [1u32, 3, 500] {
         // 1000 tags over 3 repos; even ids are releases, 1 in 7 of those already immutable.
-        let mut host = FakeHost::with_tags(1000, &["a", "b", "c"], |i| {
+        let mut host = MemoryHost::with_tags(1000, &["a", "b", "c"], |i| {
             if i % 2 == 0 {
                 format!("v1.{i}")
             } else {
@@ -408,7 +316,7 @@ fn retroactive_paging_counts_exactly_for_batch_sizes_1_3_and_500() {
 
 #[test]
 fn a_rerun_marks_nothing_and_records_nothing_new() {
-    let mut host = FakeHost::with_tags(50, &["a"], |i| format!("v{i}"));
+    let mut host = MemoryHost::with_tags(50, &["a"], |i| format!("v{i}"));
     let mut plugin = PolicyPlugin::new();
     let policy = ns_policy("p", "v.*", true);
     assert_eq!(run(&mut plugin, &mut host, &policy, 7).unwrap().count, 50);
@@ -419,7 +327,7 @@ fn a_rerun_marks_nothing_and_records_nothing_new() {
 
 #[test]
 fn inverted_policy_marks_the_non_matching_tags_of_its_repository_only() {
-    let mut host = FakeHost::with_tags(30, &["a", "b"], |i| {
+    let mut host = MemoryHost::with_tags(30, &["a", "b"], |i| {
         if i % 3 == 0 {
             format!("dev-{i}")
         } else {
@@ -449,7 +357,7 @@ fn inverted_policy_marks_the_non_matching_tags_of_its_repository_only() {
 
 #[test]
 fn a_failed_run_stages_a_failed_summary_with_the_count_so_far() {
-    let mut host = FakeHost::with_tags(100, &["a"], |i| format!("v{i}"));
+    let mut host = MemoryHost::with_tags(100, &["a"], |i| format!("v{i}"));
     host.fail_mark_after = Some(3);
     let mut plugin = PolicyPlugin::new();
     let err = run(&mut plugin, &mut host, &ns_policy("p", "v.*", true), 10).unwrap_err();
@@ -469,7 +377,7 @@ fn a_failed_run_stages_a_failed_summary_with_the_count_so_far() {
 
 #[test]
 fn run_rejects_bad_options_before_scanning() {
-    let mut host = FakeHost::with_tags(5, &["a"], |i| format!("v{i}"));
+    let mut host = MemoryHost::with_tags(5, &["a"], |i| format!("v{i}"));
     let mut plugin = PolicyPlugin::new();
     let policy = ns_policy("p", "v.*", true);
     assert!(
@@ -485,7 +393,7 @@ fn run_rejects_bad_options_before_scanning() {
 
 #[test]
 fn preview_counts_without_writing() {
-    let mut host = FakeHost::with_tags(1200, &["a", "b"], |i| {
+    let mut host = MemoryHost::with_tags(1200, &["a", "b"], |i| {
         if i % 4 == 0 {
             format!("v{i}")
         } else {
@@ -508,7 +416,7 @@ fn preview_counts_without_writing() {
 
 #[test]
 fn per_batch_granularity_writes_one_record_per_batch_listing_every_tag() {
-    let mut host = FakeHost::with_tags(25, &["a", "b"], |i| format!("v{i}"));
+    let mut host = MemoryHost::with_tags(25, &["a", "b"], |i| format!("v{i}"));
     host.tags[4].immutable = true; // id 5 is skipped
     let mut plugin = PolicyPlugin::new();
     let options = RunOptions {

@@ -1,70 +1,11 @@
 //! The shared plugin driven with the glob dialect against a small in-memory host.
 
 use crate::glob::GlobLanguage;
+use tagguard_guest::memory_host::MemoryHost;
 use tagguard_guest::model::{
-    AuditRecord, Granularity, Policy, PushDecision, PushRequest, RecordKind, RunOptions,
-    RunTrigger, ScanRequest, Scope, Tag, TagChange,
+    Granularity, Policy, PushDecision, PushRequest, RecordKind, RunOptions, RunTrigger, Scope, Tag,
 };
-use tagguard_guest::plugin::{Host, PolicyPlugin};
-
-/// An in-memory tag store and audit log.
-#[derive(Default)]
-struct FakeHost {
-    tags: Vec<Tag>,
-    staged: Vec<AuditRecord>,
-    committed: Vec<AuditRecord>,
-}
-
-impl Host for FakeHost {
-    fn append(&mut self, record: AuditRecord) -> Result<(), String> {
-        self.staged.push(record);
-        Ok(())
-    }
-
-    fn scan(&mut self, r: &ScanRequest) -> Result<Vec<Tag>, String> {
-        Ok(self
-            .tags
-            .iter()
-            .filter(|t| t.namespace == r.namespace && t.id > r.after_id)
-            .filter(|t| r.repository.as_ref().is_none_or(|x| *x == t.repository))
-            .take(r.limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    fn mark_immutable(&mut self, changes: Vec<TagChange>) -> Result<Vec<u64>, String> {
-        let mut changed = Vec::new();
-        for c in changes {
-            let tag = self.tags.iter_mut().find(|t| t.id == c.tag_id).unwrap();
-            assert_eq!(c.record.tag.as_deref(), Some(tag.name.as_str()));
-            if !tag.immutable {
-                tag.immutable = true;
-                changed.push(c.tag_id);
-                self.committed.push(c.record);
-            }
-        }
-        Ok(changed)
-    }
-
-    fn mark_immutable_batch(
-        &mut self,
-        tag_ids: Vec<u64>,
-        record: AuditRecord,
-    ) -> Result<Vec<u64>, String> {
-        let listed = record.metadata["tags"].as_array().map_or(0, Vec::len);
-        assert_eq!(listed, tag_ids.len(), "the batch record lists every tag");
-        let mut changed = Vec::new();
-        for id in tag_ids {
-            let tag = self.tags.iter_mut().find(|t| t.id == id).unwrap();
-            if !tag.immutable {
-                tag.immutable = true;
-                changed.push(id);
-            }
-        }
-        self.committed.push(record);
-        Ok(changed)
-    }
-}
+use tagguard_guest::plugin::PolicyPlugin;
 
 fn glob_policy(pattern: &str) -> Policy {
     Policy {
@@ -91,7 +32,7 @@ fn tag(id: u64, name: &str) -> Tag {
 #[test]
 fn push_under_a_glob_policy_stages_a_made_immutable_record() {
     let mut plugin = PolicyPlugin::<GlobLanguage>::default();
-    let mut host = FakeHost::default();
+    let mut host = MemoryHost::default();
     let request = PushRequest {
         namespace: "org".into(),
         repository: "repo".into(),
@@ -136,10 +77,7 @@ fn retroactive_run_marks_exactly_the_matching_tags() {
     let names = [
         "v1.0", "latest", "v1x0", "v1.2.3", "stable", "av1.0", "v1.", "dev",
     ];
-    let mut host = FakeHost {
-        tags: (1..).zip(names).map(|(id, name)| tag(id, name)).collect(),
-        ..FakeHost::default()
-    };
+    let mut host = MemoryHost::new((1..).zip(names).map(|(id, name)| tag(id, name)).collect());
     let mut plugin = PolicyPlugin::<GlobLanguage>::default();
     let options = RunOptions {
         run_id: "run-glob".into(),
