@@ -380,3 +380,12 @@ fn concurrent_pushes_and_policy_changes_hold_the_invariants() {
         );
     }
 }
+
+#[test]
+fn the_host_types_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<tagguard_engine::TagGuard>();
+    shared::<Plugin>();
+    shared::<Runtime>();
+    shared::<Registry>();
+}
