@@ -13,7 +13,7 @@ pub const SEMVER: &str = r"v[0-9]+\.[0-9]+\.[0-9]+";
 
 /// Tag `i` of the baseline's workload: `v{i%7}.{i%13}.{i}` for even i, `feature-{i}` for odd.
 pub fn tag_name(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("v{}.{}.{}", i % 7, i % 13, i)
     } else {
         format!("feature-{i}")
