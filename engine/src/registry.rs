@@ -4,6 +4,8 @@
 use crate::bindings::tag_store::ScanRequest;
 use crate::bindings::types::{Policy, Tag};
 use crate::entry::AuditEntry;
+use serde_json::Value;
+use std::collections::HashSet;
 
 /// A tag store failure, with the store's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,29 +51,26 @@ impl MarkBatch {
     /// `count`), or `None` if none did. A store commits this, never the raw entry,
     /// so the record claims no change that did not happen.
     pub fn narrowed(&self, changed: &[u64]) -> Option<AuditEntry> {
-        let kept: Vec<&TagRef> = self
+        let changed: HashSet<u64> = changed.iter().copied().collect();
+        let kept: HashSet<(&str, &str)> = self
             .tags
             .iter()
             .filter(|t| changed.contains(&t.id))
+            .map(|t| (t.repository.as_str(), t.name.as_str()))
             .collect();
         if kept.is_empty() {
             return None;
         }
         let mut entry = self.entry.clone();
-        let listed = entry
-            .metadata
-            .get("tags")
-            .and_then(serde_json::Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let narrowed: Vec<serde_json::Value> = listed
+        let listed = match entry.metadata.remove("tags") {
+            Some(Value::Array(listed)) => listed,
+            _ => Vec::new(),
+        };
+        let narrowed: Vec<Value> = listed
             .into_iter()
             .filter(|v| {
-                kept.iter().any(|t| {
-                    v.get("repository").and_then(serde_json::Value::as_str)
-                        == Some(t.repository.as_str())
-                        && v.get("tag").and_then(serde_json::Value::as_str) == Some(t.name.as_str())
-                })
+                let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+                kept.contains(&(field("repository"), field("tag")))
             })
             .collect();
         entry.metadata.insert("count".into(), narrowed.len().into());

@@ -2,6 +2,7 @@
 //! in memory, behind one lock so each commit is one transaction. It
 //! implements the engine's `TagStore` and `AuditSink`, with switchable faults.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tagguard_engine::audit::{AuditChain, ChainedEntry};
@@ -118,6 +119,26 @@ pub struct Db {
     state: Mutex<State>,
     /// Fault switches for tests.
     pub faults: Faults,
+}
+
+/// The `(repository, tag)` pairs a per-batch record lists.
+fn listed_tags(entry: &AuditEntry) -> HashSet<(String, String)> {
+    let field = |t: &serde_json::Value, k: &str| {
+        t.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    entry
+        .metadata
+        .get("tags")
+        .and_then(|v| v.as_array())
+        .map(|tags| {
+            tags.iter()
+                .map(|t| (field(t, "repository"), field(t, "tag")))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a record lists `repository:tag` in its per-batch `tags` list.
@@ -424,10 +445,18 @@ impl TagStore for Db {
             let Some(entry) = batch.narrowed(&changed) else {
                 return Ok(changed);
             };
-            let seqs = state.append(vec![entry]);
-            for (idx, _) in changing {
+            let listed = listed_tags(&entry);
+            let seq = state.append(vec![entry])[0];
+            for (idx, id) in changing {
                 state.tags[idx].immutable = true;
-                state.transition(idx, false, &seqs);
+                let tag = &state.tags[idx];
+                let claimed = listed.contains(&(tag.repository.clone(), tag.name.clone()));
+                state.transitions.push(Transition {
+                    tag_id: id,
+                    from: false,
+                    to: true,
+                    record_seq: claimed.then_some(seq),
+                });
             }
             Ok(changed)
         })

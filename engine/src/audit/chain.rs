@@ -22,40 +22,111 @@ pub struct ChainedEntry {
     pub entry: AuditEntry,
 }
 
-/// What an entry's hash covers: its link fields and its content.
+/// What an entry's hash covers, with every object's fields declared in
+/// lexicographic order so that serializing it directly yields the canonical form.
 #[derive(Serialize)]
 struct Link<'a> {
-    seq: u64,
+    entry: CanonicalEntry<'a>,
     prev_hash: &'a str,
-    entry: &'a AuditEntry,
+    seq: u64,
+}
+
+/// An [`AuditEntry`] borrowed with its fields in lexicographic order.
+#[derive(Serialize)]
+struct CanonicalEntry<'a> {
+    kind: &'a str,
+    /// A `serde_json::Map`, whose keys are sorted at every depth (no `preserve_order`).
+    metadata: &'a serde_json::Map<String, serde_json::Value>,
+    namespace: &'a str,
+    performer: CanonicalPerformer<'a>,
+    plugin: CanonicalPlugin<'a>,
+    repository: Option<&'a str>,
+    tag: Option<&'a str>,
+    time: &'a str,
+}
+
+/// The performer, fields in lexicographic order.
+#[derive(Serialize)]
+struct CanonicalPerformer<'a> {
+    ip: Option<&'a str>,
+    kind: &'a str,
+    name: &'a str,
+    request_id: Option<&'a str>,
+}
+
+/// The plugin stamp, fields in lexicographic order.
+#[derive(Serialize)]
+struct CanonicalPlugin<'a> {
+    digest: &'a str,
+    generation: u64,
+    name: &'a str,
+    version: &'a str,
+}
+
+fn link<'a>(seq: u64, prev_hash: &'a str, e: &'a AuditEntry) -> Link<'a> {
+    Link {
+        entry: CanonicalEntry {
+            kind: e.kind,
+            metadata: &e.metadata,
+            namespace: &e.namespace,
+            performer: CanonicalPerformer {
+                ip: e.performer.ip.as_deref(),
+                kind: e.performer.kind,
+                name: &e.performer.name,
+                request_id: e.performer.request_id.as_deref(),
+            },
+            plugin: CanonicalPlugin {
+                digest: &e.plugin.digest,
+                generation: e.plugin.generation,
+                name: &e.plugin.name,
+                version: &e.plugin.version,
+            },
+            repository: e.repository.as_deref(),
+            tag: e.tag.as_deref(),
+            time: &e.time,
+        },
+        prev_hash,
+        seq,
+    }
 }
 
 /// The canonical form hashed for an entry: `{"entry":..,"prev_hash":..,"seq":..}`.
 ///
 /// The form is compact JSON (no whitespace) with the keys of every object,
-/// nested ones included, in lexicographic order: the value goes through
-/// `serde_json::Value`, whose maps are sorted (serde_json is built without
-/// `preserve_order`).
+/// nested ones included, in lexicographic order: the entry is serialized through
+/// borrowed views whose fields are declared in that order, and its metadata is a
+/// sorted `serde_json::Map`.
 pub fn canonical_json(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
-    let link = Link {
-        seq,
-        prev_hash,
-        entry,
-    };
-    super::to_value(&link).to_string()
+    super::to_line(&link(seq, prev_hash, entry))
 }
 
-/// The `sha256:<hex>` hash of an entry's canonical form.
+/// Feeds everything written into a SHA-256 hasher.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `sha256:<hex>` hash of an entry's canonical form, streamed into the hasher.
 pub fn entry_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
-    sha256_hex(canonical_json(seq, prev_hash, entry).as_bytes())
+    let mut writer = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut writer, &link(seq, prev_hash, entry)).expect(super::INFALLIBLE);
+    hex_digest(&writer.0.finalize())
 }
 
-/// `sha256:` followed by the lowercase hex SHA-256 of `bytes`.
-fn sha256_hex(bytes: &[u8]) -> String {
+/// `sha256:` followed by the lowercase hex of a SHA-256 digest.
+fn hex_digest(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(71);
     out.push_str("sha256:");
-    for b in Sha256::digest(bytes) {
+    for b in digest {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }

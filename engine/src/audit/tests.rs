@@ -603,3 +603,27 @@ fn export_writes_each_format() {
     );
     assert_eq!(export(&[], ExportFormat::Json, "/r"), "");
 }
+
+#[test]
+fn the_streamed_canonical_form_equals_the_sorted_value_form_of_the_whole_entry() {
+    // If AuditEntry gains a field that the canonical view misses, this fails.
+    for n in [0, 1, 42] {
+        let mut e = entry(n);
+        e.performer.request_id = Some(format!("req-{n}"));
+        e.metadata.insert(
+            "nested".into(),
+            json!({"z": [1, {"y": 2, "x": 3}], "a": null}),
+        );
+        let value_form = json!({ "entry": e, "prev_hash": GENESIS_HASH, "seq": n + 1 }).to_string();
+        assert_eq!(canonical_json(n as u64 + 1, GENESIS_HASH, &e), value_form);
+        let expected_hash = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(value_form.as_bytes());
+            format!(
+                "sha256:{}",
+                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        };
+        assert_eq!(entry_hash(n as u64 + 1, GENESIS_HASH, &e), expected_hash);
+    }
+}
