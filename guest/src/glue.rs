@@ -162,7 +162,7 @@ macro_rules! export_policy_plugin {
                     namespace: r.namespace,
                     repository: r.repository,
                     tag: r.tag,
-                    metadata_json: r.metadata.to_string(),
+                    metadata_json: r.metadata_json,
                 }
             }
 

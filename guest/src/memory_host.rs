@@ -115,7 +115,7 @@ impl Host for MemoryHost {
         record: AuditRecord,
     ) -> Result<Vec<u64>, String> {
         self.next_mark()?;
-        let listed = record.metadata["tags"].as_array().map_or(0, Vec::len);
+        let listed = record.metadata()["tags"].as_array().map_or(0, Vec::len);
         if listed != tag_ids.len() {
             return Err(format!(
                 "the batch record lists {listed} tags for {} ids",

@@ -87,8 +87,15 @@ pub struct AuditRecord {
     pub repository: Option<String>,
     /// Tag, when the record concerns exactly one.
     pub tag: Option<String>,
-    /// Kind-specific metadata.
-    pub metadata: serde_json::Value,
+    /// Kind-specific metadata, serialized once as one JSON object (Quay's `metadata_json`).
+    pub metadata_json: String,
+}
+
+impl AuditRecord {
+    /// The metadata parsed back into a value, for inspection.
+    pub fn metadata(&self) -> serde_json::Value {
+        serde_json::from_str(&self.metadata_json).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// A policy that fires for a tag.

@@ -39,7 +39,7 @@ fn tag(id: u64, name: &str, immutable: bool) -> Tag {
 }
 
 fn meta(r: &AuditRecord, key: &str) -> Value {
-    r.metadata[key].clone()
+    r.metadata()[key].clone()
 }
 
 #[test]
@@ -437,7 +437,8 @@ fn per_batch_granularity_writes_one_record_per_batch_listing_every_tag() {
     let first = &host.committed[0];
     assert_eq!(first.kind, RecordKind::TagMadeImmutableByPolicy);
     assert_eq!(first.tag, None);
-    let listed: Vec<&str> = first.metadata["tags"]
+    let first_meta = first.metadata();
+    let listed: Vec<&str> = first_meta["tags"]
         .as_array()
         .unwrap()
         .iter()
@@ -447,7 +448,7 @@ fn per_batch_granularity_writes_one_record_per_batch_listing_every_tag() {
         listed,
         ["v1", "v2", "v3", "v4", "v6", "v7", "v8", "v9", "v10"]
     );
-    assert_eq!(first.metadata["tags"][0]["repository"], "b");
+    assert_eq!(first.metadata()["tags"][0]["repository"], "b");
     assert_eq!(meta(first, "granularity"), "per_batch");
     assert_eq!(meta(first, "run_id"), "run-b");
     assert_eq!(meta(first, "policy_uuid"), "p");

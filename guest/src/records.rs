@@ -1,8 +1,49 @@
 //! Builders for every audit record the plugin stages, one function per event
-//! of the record table. Metadata is built as JSON values, never by formatting.
+//! of the record table. Metadata is serialized with serde_json, never by
+//! formatting: the records a push or a retroactive run writes for each tag go
+//! through a typed struct straight to text; the rare ones through a value.
 
 use crate::model::{AuditRecord, Policy, PolicyMatch, RecordKind, Tag};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+
+/// The metadata of a `tag_made_immutable_by_policy` record about one tag (the hot path).
+#[derive(Serialize)]
+struct TagMade<'a> {
+    tag: &'a str,
+    manifest_digest: &'a str,
+    previous_immutable: bool,
+    immutable: bool,
+    trigger: &'a str,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+    matched_policies: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_pattern: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_pattern_matches: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_scope: Option<&'static str>,
+}
+
+impl<'a> TagMade<'a> {
+    fn caused_by(mut self, cause: Option<&'a Policy>) -> Self {
+        if let Some(p) = cause {
+            self.policy_uuid = Some(&p.uuid);
+            self.policy_pattern = Some(&p.tag_pattern);
+            self.policy_pattern_matches = Some(p.tag_pattern_matches);
+            self.policy_scope = Some(p.scope.as_str());
+        }
+        self
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
 
 /// How many tag names a run summary lists.
 pub const SAMPLE_TAGS: usize = 10;
@@ -47,24 +88,27 @@ pub fn made_immutable_on_push(
     previous_immutable: bool,
     matched: &[PolicyMatch],
 ) -> AuditRecord {
-    let mut meta = object(json!({
-        "tag": tag,
-        "manifest_digest": digest,
-        "previous_immutable": previous_immutable,
-        "immutable": true,
-        "trigger": "push",
-        "outcome": "success",
-        "matched_policies": matched.iter().map(|m| m.policy.uuid.as_str()).collect::<Vec<_>>(),
-    }));
-    if let Some(first) = matched.first() {
-        cause_fields(&mut meta, &first.policy);
+    let meta = TagMade {
+        tag,
+        manifest_digest: digest,
+        previous_immutable,
+        immutable: true,
+        trigger: "push",
+        outcome: "success",
+        run_id: None,
+        matched_policies: matched.iter().map(|m| m.policy.uuid.as_str()).collect(),
+        policy_uuid: None,
+        policy_pattern: None,
+        policy_pattern_matches: None,
+        policy_scope: None,
     }
+    .caused_by(matched.first().map(|m| &m.policy));
     AuditRecord {
         kind: RecordKind::TagMadeImmutableByPolicy,
         namespace: namespace.into(),
         repository: Some(repository.into()),
         tag: Some(tag.into()),
-        metadata: Value::Object(meta),
+        metadata_json: meta.to_json(),
     }
 }
 
@@ -75,23 +119,27 @@ pub fn made_immutable_by_run(
     trigger: &str,
     run_id: &str,
 ) -> AuditRecord {
-    let mut meta = object(json!({
-        "tag": tag.name,
-        "manifest_digest": tag.manifest_digest,
-        "previous_immutable": false,
-        "immutable": true,
-        "trigger": trigger,
-        "outcome": "success",
-        "run_id": run_id,
-        "matched_policies": [policy.uuid],
-    }));
-    cause_fields(&mut meta, policy);
+    let meta = TagMade {
+        tag: &tag.name,
+        manifest_digest: &tag.manifest_digest,
+        previous_immutable: false,
+        immutable: true,
+        trigger,
+        outcome: "success",
+        run_id: Some(run_id),
+        matched_policies: vec![policy.uuid.as_str()],
+        policy_uuid: None,
+        policy_pattern: None,
+        policy_pattern_matches: None,
+        policy_scope: None,
+    }
+    .caused_by(Some(policy));
     AuditRecord {
         kind: RecordKind::TagMadeImmutableByPolicy,
         namespace: tag.namespace.clone(),
         repository: Some(tag.repository.clone()),
         tag: Some(tag.name.clone()),
-        metadata: Value::Object(meta),
+        metadata_json: meta.to_json(),
     }
 }
 
@@ -124,7 +172,7 @@ pub fn batch_made_immutable(
         namespace: policy.namespace.clone(),
         repository: policy.repository.clone(),
         tag: None,
-        metadata: Value::Object(meta),
+        metadata_json: Value::Object(meta).to_string(),
     }
 }
 
@@ -176,7 +224,7 @@ pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
         namespace: policy.namespace.clone(),
         repository: policy.repository.clone(),
         tag: None,
-        metadata: Value::Object(meta),
+        metadata_json: Value::Object(meta).to_string(),
     }
 }
 
@@ -189,7 +237,7 @@ fn policy_record(kind: RecordKind, policy: &Policy, extra: Value) -> AuditRecord
         namespace: policy.namespace.clone(),
         repository: policy.repository.clone(),
         tag: None,
-        metadata: Value::Object(meta),
+        metadata_json: Value::Object(meta).to_string(),
     }
 }
 
@@ -227,14 +275,15 @@ pub fn manual_change(tag: &Tag, immutable: bool) -> AuditRecord {
         namespace: tag.namespace.clone(),
         repository: Some(tag.repository.clone()),
         tag: Some(tag.name.clone()),
-        metadata: json!({
+        metadata_json: json!({
             "tag": tag.name,
             "manifest_digest": tag.manifest_digest,
             "previous_immutable": tag.immutable,
             "immutable": immutable,
             "trigger": "manual",
             "outcome": "success",
-        }),
+        })
+        .to_string(),
     }
 }
 
@@ -263,6 +312,6 @@ pub fn denied(
         namespace: tag.namespace.clone(),
         repository: Some(tag.repository.clone()),
         tag: Some(tag.name.clone()),
-        metadata: Value::Object(meta),
+        metadata_json: Value::Object(meta).to_string(),
     }
 }

@@ -53,9 +53,9 @@ fn push_under_a_glob_policy_stages_a_made_immutable_record() {
     let record = &host.staged[0];
     assert_eq!(record.kind, RecordKind::TagMadeImmutableByPolicy);
     assert_eq!(record.tag.as_deref(), Some("v1.2.3"));
-    assert_eq!(record.metadata["policy_pattern"], "v*");
-    assert_eq!(record.metadata["policy_uuid"], "p-glob");
-    assert_eq!(record.metadata["trigger"], "push");
+    assert_eq!(record.metadata()["policy_pattern"], "v*");
+    assert_eq!(record.metadata()["policy_uuid"], "p-glob");
+    assert_eq!(record.metadata()["trigger"], "push");
 
     let other = PushRequest {
         tag_name: "latest".into(),
@@ -105,11 +105,11 @@ fn retroactive_run_marks_exactly_the_matching_tags() {
     assert_eq!(host.committed.len(), 4);
     for record in &host.committed {
         assert_eq!(record.kind, RecordKind::TagMadeImmutableByPolicy);
-        assert_eq!(record.metadata["policy_pattern"], "{v1.*,stable}");
-        assert_eq!(record.metadata["run_id"], "run-glob");
+        assert_eq!(record.metadata()["policy_pattern"], "{v1.*,stable}");
+        assert_eq!(record.metadata()["run_id"], "run-glob");
     }
     let last = host.staged.last().unwrap();
     assert_eq!(last.kind, RecordKind::TagsMadeImmutableByPolicy);
-    assert_eq!(last.metadata["status"], "completed");
-    assert_eq!(last.metadata["count"], 4);
+    assert_eq!(last.metadata()["status"], "completed");
+    assert_eq!(last.metadata()["count"], 4);
 }
