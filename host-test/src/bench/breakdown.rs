@@ -2,7 +2,7 @@
 //! each timed on its own (medians, in alternation), so a missed target can be
 //! traced to a component. Printed as a second table; nothing here is judged.
 
-use crate::hosts::{DroppingSink, NativeHost, NoTags};
+use crate::hosts::{DroppingSink, NoTags};
 use crate::mode::Mode;
 use crate::stats::{Subject, fmt_ns, interleaved};
 use crate::table::render_columns;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tagguard_engine::audit::{AuditChain, GENESIS_HASH, canonical_json};
 use tagguard_engine::bindings::types::{AuditRecord, RecordKind};
 use tagguard_engine::{AuditEntry, Performer, Plugin, Settings, TagGuard};
+use tagguard_guest::memory_host::MemoryHost;
 use tagguard_guest::model as g;
 use tagguard_guest::plugin::PolicyPlugin;
 use tagguard_guest::records;
@@ -86,12 +87,12 @@ pub fn run(mode: &Mode, plugin: &Plugin) -> Result<String> {
     let native_recorded = guest_pushes(PolicySet::Ten, (0..ROTATION).map(|k| 2 * k));
     let native_unrecorded = guest_pushes(PolicySet::Ten, (0..ROTATION).map(|k| 2 * k + 1));
     let mut native = PolicyPlugin::new();
-    let mut host = NativeHost::default();
+    let mut host = MemoryHost::default();
     let mut native_floor = PolicyPlugin::new();
-    let mut floor_host = NativeHost::default();
+    let mut floor_host = MemoryHost::default();
     // The record of a recorded push, and of a tag marked by a run, as the guest builds them.
     let push_record = {
-        let mut h = NativeHost::default();
+        let mut h = MemoryHost::default();
         native
             .on_push(&mut h, &native_recorded[0])
             .map_err(|e| anyhow!("native on_push: {e}"))?;

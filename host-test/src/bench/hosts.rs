@@ -1,6 +1,6 @@
-//! The trivial hosts the benchmarks run against: native implementations of
-//! the guest's `Host` trait, and an engine tag store and audit sinks that do
-//! the least a registry could, so figures show the engine and plugin cost.
+//! The trivial hosts the benchmarks run against: an engine tag store and audit
+//! sinks that do the least a registry could, so figures show the engine and
+//! plugin cost. Native runs use the guest's own `memory_host::MemoryHost`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,121 +8,6 @@ use tagguard_engine::{
     AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, ScanRequest, SinkError, StoreError,
     Tag, TagStore,
 };
-use tagguard_guest::model as g;
-use tagguard_guest::plugin::Host;
-
-/// A native host for decisions: keeps the records a call stages until they are cleared.
-#[derive(Default)]
-pub struct NativeHost {
-    /// Records staged since the last clear.
-    pub staged: Vec<g::AuditRecord>,
-}
-
-impl Host for NativeHost {
-    fn append(&mut self, record: g::AuditRecord) -> Result<(), String> {
-        self.staged.push(record);
-        Ok(())
-    }
-
-    fn scan(&mut self, _: &g::ScanRequest) -> Result<Vec<g::Tag>, String> {
-        Err("decisions do not scan".into())
-    }
-
-    fn mark_immutable(&mut self, _: Vec<g::TagChange>) -> Result<Vec<u64>, String> {
-        Err("decisions do not mark".into())
-    }
-
-    fn mark_immutable_batch(&mut self, _: Vec<u64>, _: g::AuditRecord) -> Result<Vec<u64>, String> {
-        Err("decisions do not mark".into())
-    }
-}
-
-/// A native host for retroactive runs: tags in a `Vec` by ascending id, and a log of
-/// every record it committed, as a registry would keep them.
-pub struct VecHost {
-    tags: Vec<g::Tag>,
-    /// Records committed with the tags they mark.
-    pub log: Vec<g::AuditRecord>,
-    /// Records staged by the run (its summary).
-    pub staged: Vec<g::AuditRecord>,
-}
-
-impl VecHost {
-    /// A store of mutable tags with ids 1.. and the given names.
-    pub fn new(namespace: &str, repository: &str, names: impl Iterator<Item = String>) -> Self {
-        let tags = names
-            .enumerate()
-            .map(|(i, name)| {
-                let id = i as u64 + 1;
-                g::Tag {
-                    id,
-                    namespace: namespace.into(),
-                    repository: repository.into(),
-                    name,
-                    manifest_digest: format!("sha256:{id:064x}"),
-                    immutable: false,
-                }
-            })
-            .collect();
-        VecHost {
-            tags,
-            log: Vec::new(),
-            staged: Vec::new(),
-        }
-    }
-
-    /// Marks `id` immutable if it is a mutable tag; returns whether it changed.
-    fn mark(&mut self, id: u64) -> bool {
-        match self.tags.binary_search_by_key(&id, |t| t.id) {
-            Ok(idx) if !self.tags[idx].immutable => {
-                self.tags[idx].immutable = true;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Host for VecHost {
-    fn append(&mut self, record: g::AuditRecord) -> Result<(), String> {
-        self.staged.push(record);
-        Ok(())
-    }
-
-    fn scan(&mut self, r: &g::ScanRequest) -> Result<Vec<g::Tag>, String> {
-        let start = self.tags.partition_point(|t| t.id <= r.after_id);
-        Ok(self.tags[start..]
-            .iter()
-            .filter(|t| t.namespace == r.namespace)
-            .filter(|t| r.repository.as_ref().is_none_or(|x| *x == t.repository))
-            .take(r.limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    fn mark_immutable(&mut self, changes: Vec<g::TagChange>) -> Result<Vec<u64>, String> {
-        let mut changed = Vec::with_capacity(changes.len());
-        for change in changes {
-            if self.mark(change.tag_id) {
-                changed.push(change.tag_id);
-                self.log.push(change.record);
-            }
-        }
-        Ok(changed)
-    }
-
-    fn mark_immutable_batch(
-        &mut self,
-        tag_ids: Vec<u64>,
-        record: g::AuditRecord,
-    ) -> Result<Vec<u64>, String> {
-        let changed: Vec<u64> = tag_ids.into_iter().filter(|id| self.mark(*id)).collect();
-        if !changed.is_empty() {
-            self.log.push(record);
-        }
-        Ok(changed)
-    }
-}
 
 /// A tag store with no tags: pushes never scan or mark.
 pub struct NoTags;

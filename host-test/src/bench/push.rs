@@ -3,7 +3,7 @@
 //! against a fresh instance per call. The engine decides and commits to an
 //! in-bench sink that counts, so the figure is the engine and plugin cost.
 
-use crate::hosts::{DroppingSink, NativeHost, NoTags};
+use crate::hosts::{DroppingSink, NoTags};
 use crate::mode::Mode;
 use crate::stats::{Subject, fmt_ns, fmt_ratio, interleaved};
 use crate::table::{Met, Row};
@@ -12,6 +12,7 @@ use anyhow::{Result, anyhow};
 use std::hint::black_box;
 use std::sync::Arc;
 use tagguard_engine::{Plugin, Settings, TagGuard, TagStore};
+use tagguard_guest::memory_host::MemoryHost;
 use tagguard_guest::plugin::PolicyPlugin;
 use tagguard_host_test::user;
 
@@ -35,7 +36,7 @@ fn measure(mode: &Mode, plugin: &Plugin, set: PolicySet) -> Result<Latencies> {
     let requests = engine_pushes(&actor, set, 0..ROTATION);
     let native_requests = guest_pushes(set, 0..ROTATION);
     let mut native = PolicyPlugin::new();
-    let mut host = NativeHost::default();
+    let mut host = MemoryHost::default();
     let mut subjects = [
         Subject::new(mode.calls, |i| {
             black_box(guard.push(&requests[i % ROTATION])?);

@@ -6,7 +6,7 @@
 //! `retro-case`) so that each has its own peak memory, read from
 //! `/proc/self/status` at its end.
 
-use crate::hosts::{VecHost, VecStore};
+use crate::hosts::VecStore;
 use crate::mode::Mode;
 use crate::stats::{fmt_kib, fmt_rate, fmt_ratio, median_ns};
 use crate::table::{Met, Row};
@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 use tagguard_engine::{Granularity, Plugin, RunTrigger, Runtime, Settings, TagGuard};
+use tagguard_guest::memory_host::MemoryHost;
 use tagguard_guest::model as g;
 use tagguard_guest::plugin::PolicyPlugin;
 use tagguard_host_test::{AuditQuery, NewPolicy, Registry, user};
@@ -114,7 +115,19 @@ pub fn child(case: Case, tags: usize) -> Result<()> {
     let names = (0..tags).map(tag_name);
     let (secs, count, seeded_kib, peak_kib, records) = match case {
         Case::NativePerTag | Case::NativePerBatch => {
-            let mut host = VecHost::new(NAMESPACE, REPOSITORY, names);
+            let mut host = MemoryHost::new(
+                names
+                    .enumerate()
+                    .map(|(i, name)| g::Tag {
+                        id: i as u64 + 1,
+                        namespace: NAMESPACE.into(),
+                        repository: REPOSITORY.into(),
+                        name,
+                        manifest_digest: format!("sha256:{:064x}", i + 1),
+                        immutable: false,
+                    })
+                    .collect(),
+            );
             let seeded = vm_kib("VmRSS")?;
             let policy = PolicySet::One.guest().remove(0);
             let options = guest_options(case);
@@ -125,7 +138,7 @@ pub fn child(case: Case, tags: usize) -> Result<()> {
                 .map_err(|e| anyhow!("native run: {e}"))?;
             let secs = start.elapsed().as_secs_f64();
             let peak = vm_kib("VmHWM")?;
-            (secs, summary.count, seeded, peak, host.log.len())
+            (secs, summary.count, seeded, peak, host.committed.len())
         }
         Case::RegistryPerTag | Case::RegistryPerBatch => {
             let runtime = Runtime::new()?;
