@@ -3,14 +3,16 @@
 //! to commit. Nothing here writes to the registry.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, PushDecision, PushRequest, RunOptions, RunSummary, RunTrigger,
+    DeleteDecision, DeleteRequest, Guest, PushDecision, PushRequest, RunOptions, RunSummary,
+    RunTrigger,
 };
 use crate::bindings::types::{Actor, Error as PluginError, Policy, RecordKind, Tag};
 use crate::entry::AuditEntry;
 use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::guard;
-use crate::host::{Access, CallState};
+use crate::host::{Access, CallState, HostState};
+use wasmtime::Store;
 
 fn plugin_error(
     generation: &Generation,
@@ -58,10 +60,7 @@ fn decide<T>(
     access: Access,
     actor: Option<&Actor>,
     budget: Budget,
-    f: impl FnOnce(
-        &crate::bindings::policy_engine::Guest,
-        &mut wasmtime::Store<crate::host::HostState>,
-    ) -> wasmtime::Result<Result<T, PluginError>>,
+    f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, PluginError>>,
 ) -> (Result<T, EngineError>, CallState) {
     let (result, state) = generation.call(name, access, actor, budget, f);
     let result = match result {
@@ -89,23 +88,39 @@ pub(crate) fn validate_policy(
     })
 }
 
+/// A staged decision on behalf of `actor`, checked by `check` against its records.
+fn checked<T>(
+    generation: &Generation,
+    name: &'static str,
+    actor: &Actor,
+    call: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, PluginError>>,
+    check: impl FnOnce(&T, &[AuditEntry]) -> Result<(), String>,
+) -> Result<(T, Vec<AuditEntry>), EngineError> {
+    let (result, state) = decide(
+        generation,
+        name,
+        Access::Stage,
+        Some(actor),
+        Budget::Decision,
+        call,
+    );
+    let value = result?;
+    check(&value, &state.staged).map_err(|r| audit_missing(generation, name, r))?;
+    Ok((value, state.staged))
+}
+
 /// A push decision with its checked records.
 pub(crate) fn push(
     generation: &Generation,
     req: &PushRequest,
 ) -> Result<(PushDecision, Vec<AuditEntry>), EngineError> {
-    const CALL: &str = "on-push";
-    let (result, state) = decide(
+    checked(
         generation,
-        CALL,
-        Access::Stage,
-        Some(&req.actor),
-        Budget::Decision,
+        "on-push",
+        &req.actor,
         |g, s| g.call_on_push(s, req),
-    );
-    let decision = result?;
-    guard::push(req, &decision, &state.staged).map_err(|r| audit_missing(generation, CALL, r))?;
-    Ok((decision, state.staged))
+        |d, staged| guard::push(req, d, staged),
+    )
 }
 
 /// A delete or expiry decision with its checked records.
@@ -113,18 +128,13 @@ pub(crate) fn delete(
     generation: &Generation,
     req: &DeleteRequest,
 ) -> Result<(DeleteDecision, Vec<AuditEntry>), EngineError> {
-    const CALL: &str = "on-delete";
-    let (result, state) = decide(
+    checked(
         generation,
-        CALL,
-        Access::Stage,
-        Some(&req.actor),
-        Budget::Decision,
+        "on-delete",
+        &req.actor,
         |g, s| g.call_on_delete(s, req),
-    );
-    let decision = result?;
-    guard::delete(req, &decision, &state.staged).map_err(|r| audit_missing(generation, CALL, r))?;
-    Ok((decision, state.staged))
+        |d, staged| guard::delete(req, d, staged),
+    )
 }
 
 /// A manual change with its checked record (none when nothing changes).
@@ -134,19 +144,13 @@ pub(crate) fn manual_change(
     tag: &Tag,
     immutable: bool,
 ) -> Result<(bool, Vec<AuditEntry>), EngineError> {
-    const CALL: &str = "on-manual-change";
-    let (result, state) = decide(
+    checked(
         generation,
-        CALL,
-        Access::Stage,
-        Some(actor),
-        Budget::Decision,
+        "on-manual-change",
+        actor,
         |g, s| g.call_on_manual_change(s, actor, tag, immutable),
-    );
-    let changed = result?;
-    guard::manual_change(tag, immutable, changed, &state.staged)
-        .map_err(|r| audit_missing(generation, CALL, r))?;
-    Ok((changed, state.staged))
+        |changed, staged| guard::manual_change(tag, immutable, *changed, staged),
+    )
 }
 
 /// Which policy event a record is staged for.
@@ -172,22 +176,13 @@ pub(crate) fn policy_record(
         PolicyEvent::Updated(_) => ("on-policy-updated", RecordKind::UpdateImmutabilityPolicy),
         PolicyEvent::Deleted => ("on-policy-deleted", RecordKind::DeleteImmutabilityPolicy),
     };
-    let (result, state) = decide(
-        generation,
-        call,
-        Access::Stage,
-        Some(actor),
-        Budget::Decision,
-        |g, s| match event {
-            PolicyEvent::Created => g.call_on_policy_created(s, actor, policy),
-            PolicyEvent::Updated(before) => g.call_on_policy_updated(s, actor, before, policy),
-            PolicyEvent::Deleted => g.call_on_policy_deleted(s, actor, policy),
-        },
-    );
-    result?;
-    guard::policy_change(kind, policy, &state.staged)
-        .map_err(|r| audit_missing(generation, call, r))?;
-    Ok(state.staged)
+    let record = |g: &Guest, s: &mut Store<HostState>| match event {
+        PolicyEvent::Created => g.call_on_policy_created(s, actor, policy),
+        PolicyEvent::Updated(before) => g.call_on_policy_updated(s, actor, before, policy),
+        PolicyEvent::Deleted => g.call_on_policy_deleted(s, actor, policy),
+    };
+    let check = |_: &(), staged: &[AuditEntry]| guard::policy_change(kind, policy, staged);
+    Ok(checked(generation, call, actor, record, check)?.1)
 }
 
 /// The name of a trigger in record metadata.
