@@ -131,6 +131,19 @@ pub enum EngineError {
     /// There is no previous generation to roll back to.
     #[error("no previous plugin generation to roll back to")]
     NoPreviousGeneration,
+    /// The registry's state changed while the plugin decided (the tag moved or became
+    /// immutable meanwhile); nothing was applied, and deciding again may succeed.
+    #[error(
+        "plugin {plugin}, call {call}: state changed while deciding, nothing applied: {message}"
+    )]
+    Conflict {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// The sink's message.
+        message: String,
+    },
     /// A retroactive run stopped part way. Every tag it changed carries its record; the
     /// run's summary says `failed`. Running the policy again finishes the work.
     #[error(

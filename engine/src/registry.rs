@@ -12,10 +12,18 @@ use std::collections::HashSet;
 #[error("{0}")]
 pub struct StoreError(pub String);
 
-/// An audit sink failure, with the sink's message. Nothing of the commit was applied.
+/// Why an audit sink refused a commit. Nothing of the commit was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+#[non_exhaustive]
+pub enum SinkError {
+    /// The sink could not write (storage down, for instance): the engine fails closed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The state changed since the decision (the tag moved or became immutable, the
+    /// policy already exists): deciding again may succeed.
+    #[error("{0}")]
+    Conflict(String),
+}
 
 /// One tag to make immutable during a retroactive run, with its entry.
 #[derive(Debug, Clone, PartialEq)]

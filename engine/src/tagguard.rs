@@ -16,7 +16,7 @@ use crate::generation::Generation;
 use crate::guard;
 use crate::host::CallState;
 use crate::plugin::Plugin;
-use crate::registry::{AuditSink, Change, TagStore};
+use crate::registry::{AuditSink, Change, SinkError, TagStore};
 use crate::selftest;
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value, json};
@@ -171,13 +171,21 @@ impl TagGuard {
         change: Change,
         entries: Vec<AuditEntry>,
     ) -> Result<(), EngineError> {
-        self.sink
-            .commit(change, entries)
-            .map_err(|e| EngineError::HostAudit {
-                plugin: generation.label.clone(),
-                call,
-                message: e.0,
-            })
+        self.sink.commit(change, entries).map_err(|e| {
+            let (plugin, message) = (generation.label.clone(), e.to_string());
+            match e {
+                SinkError::Conflict(_) => EngineError::Conflict {
+                    plugin,
+                    call,
+                    message,
+                },
+                _ => EngineError::HostAudit {
+                    plugin,
+                    call,
+                    message,
+                },
+            }
+        })
     }
 
     /// Checks and normalises a candidate policy against the existing ones.

@@ -204,7 +204,7 @@ impl State {
     fn check(&self, change: &Change) -> Result<(), SinkError> {
         let alive = |id: u64| {
             self.alive_idx(id)
-                .ok_or_else(|| SinkError(format!("tag id {id} is no longer alive")))
+                .ok_or_else(|| SinkError::Conflict(format!("tag id {id} is no longer alive")))
         };
         match change {
             Change::PutTag {
@@ -221,12 +221,12 @@ impl State {
                         && &t.name == name
                 });
                 if current.map(|t| t.id) != *replaces {
-                    return Err(SinkError(format!(
+                    return Err(SinkError::Conflict(format!(
                         "tag {name} changed while the push was decided"
                     )));
                 }
                 if current.is_some_and(|t| t.immutable) {
-                    return Err(SinkError(format!(
+                    return Err(SinkError::Conflict(format!(
                         "tag {name} became immutable while the push was decided"
                     )));
                 }
@@ -237,15 +237,23 @@ impl State {
             Change::DeleteTags(ids) | Change::SetExpiration { tag_ids: ids, .. } => {
                 for id in ids {
                     if self.tags[alive(*id)?].immutable {
-                        return Err(SinkError(format!("tag id {id} became immutable meanwhile")));
+                        return Err(SinkError::Conflict(format!(
+                            "tag id {id} became immutable meanwhile"
+                        )));
                     }
                 }
             }
             Change::InsertPolicy(p) if self.policies.iter().any(|x| x.uuid == p.uuid) => {
-                return Err(SinkError(format!("policy {} already exists", p.uuid)));
+                return Err(SinkError::Conflict(format!(
+                    "policy {} already exists",
+                    p.uuid
+                )));
             }
             Change::UpdatePolicy(p) if !self.policies.iter().any(|x| x.uuid == p.uuid) => {
-                return Err(SinkError(format!("policy {} does not exist", p.uuid)));
+                return Err(SinkError::Conflict(format!(
+                    "policy {} does not exist",
+                    p.uuid
+                )));
             }
             _ => {}
         }
@@ -379,7 +387,9 @@ impl AuditSink for Db {
         self.with(|state| {
             state.check(&change)?;
             if self.faults.write_fails(&self.faults.sink_down) {
-                return Err(SinkError("audit log write failed (injected fault)".into()));
+                return Err(SinkError::Unavailable(
+                    "audit log write failed (injected fault)".into(),
+                ));
             }
             let seqs = state.append(entries);
             state.apply(change, &seqs);

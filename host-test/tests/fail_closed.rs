@@ -211,3 +211,40 @@ fn when_the_failed_summary_cannot_be_written_either_the_error_says_so() {
     assert!(reg.db().with(|s| s.tags.iter().all(|t| !t.immutable)));
     assert_compliant(reg.db());
 }
+
+#[test]
+fn a_decision_made_against_a_state_that_changed_meanwhile_is_a_conflict_and_changes_nothing() {
+    let reg = common::registry(500);
+    let alice = user("alice");
+    reg.create_policy(&alice, &policy("p", "^latest$")).unwrap();
+    reg.push(&alice, "org", "repo", "latest", "sha256:a")
+        .unwrap();
+    let before = reg.db().with(|s| (s.tags.clone(), s.log.len()));
+    // As if a concurrent push created the tag after this request read the registry.
+    let stale = tagguard_engine::PushRequest {
+        actor: alice.clone(),
+        namespace: "org".into(),
+        repository: "repo".into(),
+        tag_name: "latest".into(),
+        manifest_digest: "sha256:b".into(),
+        existing: None,
+        policies: reg.policies_in_scope("org", "repo"),
+    };
+    let err = reg.guard().push(&stale).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Conflict {
+                call: "on-push",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        reg.db().with(|s| (s.tags.clone(), s.log.len())),
+        before,
+        "nothing applied"
+    );
+    assert_compliant(reg.db());
+}

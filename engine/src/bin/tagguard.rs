@@ -51,7 +51,9 @@ impl TagStore for Offline {
 
 impl AuditSink for Offline {
     fn commit(&self, _: Change, _: Vec<AuditEntry>) -> Result<(), SinkError> {
-        Err(SinkError("the command line has no audit sink".into()))
+        Err(SinkError::Unavailable(
+            "the command line has no audit sink".into(),
+        ))
     }
 }
 
