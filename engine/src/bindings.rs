@@ -10,7 +10,6 @@ wasmtime::component::bindgen!({
 pub use exports::tagguard::policy::policy_engine;
 pub use tagguard::policy::{audit_log, tag_store, types};
 
-use std::fmt::{self, Write};
 use types::{Error, PolicyError, RecordKind, Scope};
 
 impl RecordKind {
@@ -41,28 +40,21 @@ impl Scope {
 impl PolicyError {
     /// A sentence that names the offending field and the reason.
     pub fn message(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_message(&mut out);
-        out
-    }
-
-    fn write_message(&self, f: &mut dyn Write) -> fmt::Result {
         match self {
-            PolicyError::EmptyPattern => write!(f, "tag-pattern: must not be empty"),
+            PolicyError::EmptyPattern => "tag-pattern: must not be empty".into(),
             PolicyError::PatternTooLong(n) => {
-                write!(f, "tag-pattern: {n} characters, at most 256 allowed")
+                format!("tag-pattern: {n} characters, at most 256 allowed")
             }
-            PolicyError::InvalidPattern(msg) => write!(f, "tag-pattern: does not compile: {msg}"),
-            PolicyError::UnsupportedConstruct(c) => write!(
-                f,
-                "tag-pattern: {} at position {} is not supported (linear-time regex dialect)",
+            PolicyError::InvalidPattern(msg) => format!("tag-pattern: does not compile: {msg}"),
+            PolicyError::UnsupportedConstruct(c) => format!(
+                "tag-pattern: {} at position {} is not supported (linear-time dialect)",
                 c.construct, c.position
             ),
             PolicyError::DuplicatePattern(uuid) => {
-                write!(f, "tag-pattern: duplicates policy {uuid} in the same scope")
+                format!("tag-pattern: duplicates policy {uuid} in the same scope")
             }
-            PolicyError::ScopeMismatch(msg) => write!(f, "scope: {msg}"),
-            PolicyError::MissingField(field) => write!(f, "{field}: must not be empty"),
+            PolicyError::ScopeMismatch(msg) => format!("scope: {msg}"),
+            PolicyError::MissingField(field) => format!("{field}: must not be empty"),
         }
     }
 }
@@ -70,18 +62,12 @@ impl PolicyError {
 impl Error {
     /// A sentence that names the offending field and the reason.
     pub fn message(&self) -> String {
-        let mut out = String::new();
-        let _ = self.write_message(&mut out);
-        out
-    }
-
-    fn write_message(&self, f: &mut dyn Write) -> fmt::Result {
         match self {
-            Error::InvalidPolicy(e) => write!(f, "invalid policy: {}", e.message()),
-            Error::InvalidTagName(msg) => write!(f, "invalid {msg}"),
-            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
-            Error::Store(msg) => write!(f, "tag store failed: {msg}"),
-            Error::Audit(msg) => write!(f, "audit log failed: {msg}"),
+            Error::InvalidPolicy(e) => format!("invalid policy: {}", e.message()),
+            Error::InvalidTagName(msg) => format!("invalid {msg}"),
+            Error::InvalidArgument(msg) => format!("invalid argument: {msg}"),
+            Error::Store(msg) => format!("tag store failed: {msg}"),
+            Error::Audit(msg) => format!("audit log failed: {msg}"),
         }
     }
 }
