@@ -2,6 +2,7 @@
 //! on disk, keyed by the wasm's sha256 and wasmtime's compatibility hash.
 //! An entry is trusted only if its own sha256, written beside it, matches.
 
+use crate::hex::hex;
 use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -26,10 +27,6 @@ pub struct PrecompileCache {
     hits: AtomicU64,
     misses: AtomicU64,
     rebuilt: AtomicU64,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/tagguard`, `$HOME/.cache/tagguard`,

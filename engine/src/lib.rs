@@ -14,6 +14,7 @@ pub mod entry;
 pub mod error;
 mod generation;
 pub mod guard;
+mod hex;
 pub mod host;
 pub mod limits;
 pub mod plugin;

@@ -30,13 +30,7 @@ pub fn built_plugin_path(package: &str) -> PathBuf {
 
 /// The `sha256:` digest of a component's bytes.
 pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in hash {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    crate::hex::sha256_prefixed(&Sha256::digest(bytes))
 }
 
 /// A store that has no tags; used while a plugin is probed.

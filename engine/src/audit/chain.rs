@@ -118,19 +118,7 @@ impl std::io::Write for HashWriter {
 pub fn entry_hash(seq: u64, prev_hash: &str, entry: &AuditEntry) -> String {
     let mut writer = HashWriter(Sha256::new());
     serde_json::to_writer(&mut writer, &link(seq, prev_hash, entry)).expect(super::INFALLIBLE);
-    hex_digest(&writer.0.finalize())
-}
-
-/// `sha256:` followed by the lowercase hex of a SHA-256 digest.
-fn hex_digest(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
+    crate::hex::sha256_prefixed(&writer.0.finalize())
 }
 
 /// An append-only audit log whose entries are linked by hash.
