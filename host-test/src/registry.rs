@@ -100,6 +100,32 @@ pub struct NewPolicy {
     pub matches: bool,
 }
 
+impl NewPolicy {
+    /// A namespace policy with a given uuid that fires when `pattern` matches.
+    pub fn namespace(uuid: &str, namespace: &str, pattern: &str) -> Self {
+        NewPolicy {
+            uuid: Some(uuid.into()),
+            namespace: namespace.into(),
+            repository: None,
+            pattern: pattern.into(),
+            matches: true,
+        }
+    }
+
+    /// The same policy at repository level.
+    pub fn in_repository(self, repository: &str) -> Self {
+        NewPolicy {
+            repository: Some(repository.into()),
+            ..self
+        }
+    }
+
+    /// The same policy with the given polarity.
+    pub fn matching(self, matches: bool) -> Self {
+        NewPolicy { matches, ..self }
+    }
+}
+
 impl Registry {
     /// A fresh registry running `plugin`.
     pub fn new(plugin: Plugin, settings: Settings) -> Self {

@@ -41,13 +41,7 @@ fn examples() -> BTreeMap<&'static str, Value> {
     let reg = common::registry(500);
     reg.push(&alice, "org", "app", "v1.0.0", "sha256:aaaa")
         .unwrap();
-    let p = NewPolicy {
-        uuid: Some("semver".into()),
-        namespace: "org".into(),
-        pattern: r"v[0-9]+\.[0-9]+\.[0-9]+".into(),
-        matches: true,
-        ..NewPolicy::default()
-    };
+    let p = NewPolicy::namespace("semver", "org", r"v[0-9]+\.[0-9]+\.[0-9]+");
     reg.create_policy(&admin, &p).unwrap();
     reg.push(&alice, "org", "app", "v1.0.1", "sha256:bbbb")
         .unwrap();
@@ -76,13 +70,7 @@ fn examples() -> BTreeMap<&'static str, Value> {
     batch
         .push(&alice, "org", "web", "release-2", "sha256:eeee")
         .unwrap();
-    let rp = NewPolicy {
-        uuid: Some("releases".into()),
-        namespace: "org".into(),
-        repository: Some("web".into()),
-        pattern: "release-.*".into(),
-        matches: true,
-    };
+    let rp = NewPolicy::namespace("releases", "org", "release-.*").in_repository("web");
     batch.create_policy(&admin, &rp).unwrap();
 
     let mut out: BTreeMap<&'static str, Value> = BTreeMap::new();

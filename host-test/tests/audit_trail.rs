@@ -18,13 +18,7 @@ use tagguard_host_test::{AuditQuery, NewPolicy, Registry, RegistryError, user};
 const REPOS: [&str; 4] = ["api", "web", "db", "cli"];
 
 fn policy(uuid: &str, pattern: &str) -> NewPolicy {
-    NewPolicy {
-        uuid: Some(uuid.into()),
-        namespace: "org".into(),
-        pattern: pattern.into(),
-        matches: true,
-        ..NewPolicy::default()
-    }
+    NewPolicy::namespace(uuid, "org", pattern)
 }
 
 /// `n` tags spread over four repositories; in each, every other tag is a release.

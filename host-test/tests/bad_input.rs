@@ -7,13 +7,7 @@ use tagguard_host_test::compliance::assert_compliant;
 use tagguard_host_test::{NewPolicy, Registry, RegistryError, user};
 
 fn policy(pattern: &str) -> NewPolicy {
-    NewPolicy {
-        uuid: Some("p".into()),
-        namespace: "org".into(),
-        repository: None,
-        pattern: pattern.into(),
-        matches: true,
-    }
+    NewPolicy::namespace("p", "org", pattern)
 }
 
 fn seeded() -> Registry {

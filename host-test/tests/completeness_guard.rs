@@ -51,13 +51,7 @@ fn a_mark_whose_record_names_another_tag_is_rejected_before_the_store_sees_it() 
         let tag = good.tag("org", "repo", &format!("v{i}")).unwrap();
         reg.db().with(|s| s.tags.push(tag));
     }
-    let policy = NewPolicy {
-        uuid: Some("p".into()),
-        namespace: "org".into(),
-        repository: None,
-        pattern: "v.*".into(),
-        matches: true,
-    };
+    let policy = NewPolicy::namespace("p", "org", "v.*");
     let err = reg.create_policy(&user("admin"), &policy).unwrap_err();
     // The forgetful plugin also stages no creation record, which the guard rejects first.
     assert!(

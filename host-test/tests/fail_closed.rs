@@ -9,13 +9,7 @@ use tagguard_host_test::compliance::assert_compliant;
 use tagguard_host_test::{AuditQuery, NewPolicy, RegistryError, user};
 
 fn policy(uuid: &str, pattern: &str) -> NewPolicy {
-    NewPolicy {
-        uuid: Some(uuid.into()),
-        namespace: "org".into(),
-        repository: None,
-        pattern: pattern.into(),
-        matches: true,
-    }
+    NewPolicy::namespace(uuid, "org", pattern)
 }
 
 fn records_for(reg: &tagguard_host_test::Registry, tag: &str) -> usize {

@@ -7,13 +7,7 @@ use tagguard_host_test::compliance::assert_compliant;
 use tagguard_host_test::{AuditQuery, NewPolicy, TAG_IMMUTABLE, scenario, user};
 
 fn ns_policy(uuid: &str, pattern: &str) -> NewPolicy {
-    NewPolicy {
-        uuid: Some(uuid.into()),
-        namespace: "org".into(),
-        repository: None,
-        pattern: pattern.into(),
-        matches: true,
-    }
+    NewPolicy::namespace(uuid, "org", pattern)
 }
 
 #[test]
@@ -96,10 +90,7 @@ fn scenario_2_policy_over_100_existing_tags_writes_100_records_and_one_summary()
         .unwrap();
     }
     let admin = user("orgadmin");
-    let policy = NewPolicy {
-        repository: Some("repo".into()),
-        ..ns_policy("p-v", "^v.*$")
-    };
+    let policy = ns_policy("p-v", "^v.*$").in_repository("repo");
     let outcome = reg.create_policy(&admin, &policy).unwrap();
     assert_eq!(outcome.run.count, 100);
 

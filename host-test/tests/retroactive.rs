@@ -30,13 +30,7 @@ fn populated(batch: u32) -> Registry {
 }
 
 fn policy(uuid: &str, pattern: &str, matches: bool) -> NewPolicy {
-    NewPolicy {
-        uuid: Some(uuid.into()),
-        namespace: "org".into(),
-        repository: None,
-        pattern: pattern.into(),
-        matches,
-    }
+    NewPolicy::namespace(uuid, "org", pattern).matching(matches)
 }
 
 fn immutable_count(reg: &Registry) -> usize {
@@ -216,10 +210,7 @@ fn an_inverted_policy_marks_every_tag_that_does_not_match() {
 #[test]
 fn a_repository_policy_only_touches_its_repository_and_preview_writes_nothing() {
     let reg = populated(500);
-    let p = NewPolicy {
-        repository: Some("web".into()),
-        ..policy("web-dev", "dev-.*", true)
-    };
+    let p = policy("web-dev", "dev-.*", true).in_repository("web");
     let candidate = tagguard_engine::Policy {
         uuid: "preview".into(),
         scope: tagguard_engine::Scope::Repository,

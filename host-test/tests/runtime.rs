@@ -140,17 +140,8 @@ fn a_swap_is_recorded_publishes_a_new_generation_and_rollback_returns() {
     let reg = common::registry(500);
     let admin = user("admin");
     // `v1.*` is a regex (v1 then anything) for the default plugin and a glob (v1. then anything) for glob-policy.
-    reg.create_policy(
-        &admin,
-        &NewPolicy {
-            uuid: Some("p".into()),
-            namespace: "org".into(),
-            pattern: "v1.*".into(),
-            matches: true,
-            ..NewPolicy::default()
-        },
-    )
-    .unwrap();
+    reg.create_policy(&admin, &NewPolicy::namespace("p", "org", "v1.*"))
+        .unwrap();
     assert!(
         reg.push(&admin, "org", "repo", "v1x", "sha256:a").unwrap(),
         "regex: v1x matches v1.*"
@@ -224,17 +215,8 @@ fn a_swap_whose_record_cannot_be_written_does_not_happen() {
 fn pushes_from_four_threads_while_another_swaps_50_times_never_fail_and_stay_compliant() {
     let reg = Arc::new(common::registry(500));
     let admin = user("admin");
-    reg.create_policy(
-        &admin,
-        &NewPolicy {
-            uuid: Some("p".into()),
-            namespace: "org".into(),
-            pattern: "v1.*".into(),
-            matches: true,
-            ..NewPolicy::default()
-        },
-    )
-    .unwrap();
+    reg.create_policy(&admin, &NewPolicy::namespace("p", "org", "v1.*"))
+        .unwrap();
     let plugins = [common::default_plugin(), glob_plugin()];
     let stop = Arc::new(AtomicBool::new(false));
     let pushes = Arc::new(AtomicUsize::new(0));
@@ -342,17 +324,8 @@ fn concurrent_pushes_and_policy_changes_hold_the_invariants() {
             std::thread::spawn(move || {
                 let uuid = format!("p{a}");
                 let pattern = if a == 0 { "rel-.*" } else { "v[0-9]\\.1.*" };
-                reg.create_policy(
-                    &user("admin"),
-                    &NewPolicy {
-                        uuid: Some(uuid.clone()),
-                        namespace: "org".into(),
-                        pattern: pattern.into(),
-                        matches: true,
-                        ..NewPolicy::default()
-                    },
-                )
-                .unwrap();
+                reg.create_policy(&user("admin"), &NewPolicy::namespace(&uuid, "org", pattern))
+                    .unwrap();
                 for k in 0..5 {
                     std::thread::sleep(Duration::from_millis(5));
                     let p = format!("{pattern}|x{k}");

@@ -43,13 +43,7 @@ fn engine_error(err: RegistryError) -> EngineError {
 /// A registry with `plugin`, a policy `latest`, and a push of `latest` that must fail.
 fn failing_push(runtime: &Runtime, plugin: Plugin) -> (Registry, EngineError, Duration) {
     let reg = Registry::new(plugin, Settings::default());
-    let policy = NewPolicy {
-        uuid: Some("p".into()),
-        namespace: "org".into(),
-        pattern: "latest".into(),
-        matches: true,
-        ..NewPolicy::default()
-    };
+    let policy = NewPolicy::namespace("p", "org", "latest");
     reg.db().with(|s| {
         s.policies.push(tagguard_engine::Policy {
             uuid: policy.uuid.clone().unwrap(),
@@ -278,16 +272,7 @@ fn a_legitimate_run_over_200000_tags_outlives_a_short_deadline_by_making_progres
     );
     let started = Instant::now();
     let out = reg
-        .create_policy(
-            &user("admin"),
-            &NewPolicy {
-                uuid: Some("p".into()),
-                namespace: "org".into(),
-                pattern: "v[0-9]+".into(),
-                matches: true,
-                ..NewPolicy::default()
-            },
-        )
+        .create_policy(&user("admin"), &NewPolicy::namespace("p", "org", "v[0-9]+"))
         .unwrap();
     let took = started.elapsed();
     assert_eq!(out.run.count, 100_000);
@@ -303,17 +288,8 @@ fn a_legitimate_run_over_200000_tags_outlives_a_short_deadline_by_making_progres
 fn a_swap_to_each_hostile_plugin_is_refused_and_the_old_plugin_keeps_serving() {
     let runtime = runtime_with(limits());
     let reg = common::registry(500);
-    reg.create_policy(
-        &user("admin"),
-        &NewPolicy {
-            uuid: Some("p".into()),
-            namespace: "org".into(),
-            pattern: "latest".into(),
-            matches: true,
-            ..NewPolicy::default()
-        },
-    )
-    .unwrap();
+    reg.create_policy(&user("admin"), &NewPolicy::namespace("p", "org", "latest"))
+        .unwrap();
     let before = reg.guard().stamp();
     for variant in [
         "loop-push",
