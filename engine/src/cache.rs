@@ -64,11 +64,13 @@ impl PrecompileCache {
         }
     }
 
-    /// Path of the entry for `wasm` on `engine`.
-    pub fn entry_path(&self, engine: &wasmtime::Engine, wasm: &[u8]) -> PathBuf {
+    /// Path of the entry for a component with digest `wasm_digest` (`sha256:<hex>`, as
+    /// [`crate::plugin::digest`] gives it) on `engine`.
+    pub fn entry_path(&self, engine: &wasmtime::Engine, wasm_digest: &str) -> PathBuf {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let key = format!("{}-{:016x}", hex(&Sha256::digest(wasm)), h.finish());
+        let wasm_hex = wasm_digest.trim_start_matches("sha256:");
+        let key = format!("{wasm_hex}-{:016x}", h.finish());
         self.dir.join(format!("{key}.cwasm"))
     }
 
@@ -76,9 +78,15 @@ impl PrecompileCache {
         entry.with_extension("cwasm.sha256")
     }
 
-    /// Loads the valid entry for `wasm`, or compiles it and stores the artifact.
-    pub fn load(&self, engine: &wasmtime::Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
-        let path = self.entry_path(engine, wasm);
+    /// Loads the valid entry for `wasm` (whose digest the caller computed once), or
+    /// compiles it and stores the artifact.
+    pub fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+        wasm_digest: &str,
+    ) -> wasmtime::Result<Component> {
+        let path = self.entry_path(engine, wasm_digest);
         match self.read_valid(engine, &path) {
             Entry::Valid(component) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);

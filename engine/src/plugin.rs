@@ -82,10 +82,12 @@ impl Plugin {
             plugin: digest.clone(),
             reason,
         };
-        let component = runtime.compile(bytes).map_err(|e| EngineError::Load {
-            plugin: digest.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let component = runtime
+            .compile(bytes, &digest)
+            .map_err(|e| EngineError::Load {
+                plugin: digest.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = runtime
             .linker()
             .instantiate_pre(&component)

@@ -134,10 +134,14 @@ impl Runtime {
         self.cache.as_deref()
     }
 
-    /// Compiles `wasm`, through the precompile cache when it is on.
-    pub(crate) fn compile(&self, wasm: &[u8]) -> wasmtime::Result<wasmtime::component::Component> {
+    /// Compiles `wasm` (with digest `wasm_digest`), through the precompile cache when it is on.
+    pub(crate) fn compile(
+        &self,
+        wasm: &[u8],
+        wasm_digest: &str,
+    ) -> wasmtime::Result<wasmtime::component::Component> {
         match &self.cache {
-            Some(cache) => cache.load(&self.engine, wasm),
+            Some(cache) => cache.load(&self.engine, wasm, wasm_digest),
             None => wasmtime::component::Component::new(&self.engine, wasm),
         }
     }

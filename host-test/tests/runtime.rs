@@ -65,10 +65,10 @@ fn the_precompile_cache_hits_on_the_second_load_and_rebuilds_a_corrupt_or_foreig
     assert_eq!(plugin.info().name, "tagguard-default");
 
     // Flip one byte of the artifact: detected by its checksum, rebuilt, and usable.
-    let entry = second
-        .cache()
-        .unwrap()
-        .entry_path(second.engine(), DEFAULT_PLUGIN_WASM);
+    let entry = second.cache().unwrap().entry_path(
+        second.engine(),
+        &tagguard_engine::plugin::digest(DEFAULT_PLUGIN_WASM),
+    );
     let mut bytes = std::fs::read(&entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
