@@ -237,7 +237,9 @@ impl ChainBreak {
 /// (dropping the last entries, rewriting and rehashing the last one, adding
 /// well-formed ones) leave a consistent chain with a different head: compare
 /// [`AuditChain::head_hash`] or the last hash with a copy kept elsewhere to
-/// detect those.
+/// detect those. An edit followed by rehashing every later entry also passes:
+/// [`verify_against`](super::verify_against) checks the chain against keyed
+/// checkpoints of its head, which catch that up to the latest checkpoint.
 pub fn verify(entries: &[ChainedEntry]) -> Result<(), ChainBreak> {
     let mut prev_hash = GENESIS_HASH;
     for (position, entry) in entries.iter().enumerate() {

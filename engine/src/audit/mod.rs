@@ -2,11 +2,15 @@
 //!
 //! An [`AuditChain`] links every [`AuditEntry`](crate::entry::AuditEntry) to
 //! the one before it by a SHA-256 hash, so [`verify`] finds the first entry
-//! that was edited, removed, inserted or moved. [`export`] writes a chain as
+//! that was edited, removed, inserted or moved, unless whoever changed it also
+//! recomputed every hash after it. A [`Checkpoint`], a keyed MAC of the chain
+//! head kept apart from the log, makes such a rewrite of the entries it covers
+//! detectable too ([`verify_against`]). [`export`] writes a chain as
 //! JSON Lines in the engine's own shape, in Quay's log shape, or as
 //! CloudEvents 1.0. [`tag_history`] answers "why is this tag immutable?".
 
 mod chain;
+mod checkpoint;
 mod export;
 mod history;
 #[cfg(test)]
@@ -14,6 +18,10 @@ mod tests;
 
 pub use chain::{
     AuditChain, ChainBreak, ChainedEntry, GENESIS_HASH, canonical_json, entry_hash, verify,
+};
+pub use checkpoint::{
+    CHECKPOINT_LABEL, Checkpoint, CheckpointBreak, CheckpointKey, CheckpointKeyError, MAC_PREFIX,
+    MIN_KEY_LEN, VerifiedUpTo, verify_against,
 };
 pub use export::{
     CLOUDEVENT_REQUIRED, ExportFormat, QUAY_FIELDS, UnknownExportFormat, cloud_event, export,

@@ -1,4 +1,4 @@
-//! Tests of the hash chain, its verification and its exports.
+//! Tests of the hash chain, its verification, its keyed checkpoints and its exports.
 
 use super::*;
 use crate::entry::{AuditEntry, Performer, PluginStamp};
@@ -625,5 +625,375 @@ fn the_streamed_canonical_form_equals_the_sorted_value_form_of_the_whole_entry()
             )
         };
         assert_eq!(entry_hash(n as u64 + 1, GENESIS_HASH, &e), expected_hash);
+    }
+}
+
+// Keyed checkpoints of the chain head.
+
+/// The registry's checkpoint key in these tests.
+fn registry_key() -> CheckpointKey {
+    CheckpointKey::from_bytes(b"registry-checkpoint-key-32-bytes").expect("32 bytes")
+}
+
+/// The log the checkpoint tests start from: 20 entries, checkpointed after 12.
+fn checkpointed_log() -> (Vec<ChainedEntry>, Checkpoint) {
+    let key = registry_key();
+    let mut chain = chain_of(12);
+    let checkpoint = chain.checkpoint(&key).expect("the chain is not empty");
+    for i in 12..20 {
+        chain.append(entry(i));
+    }
+    (chain.entries().to_vec(), checkpoint)
+}
+
+/// What an attacker with write access to the log does after editing entries:
+/// recompute `prev_hash` and `hash` of every entry from `position` on.
+fn rehash_from(entries: &mut [ChainedEntry], position: usize) {
+    for p in position..entries.len() {
+        let prev_hash = match p {
+            0 => GENESIS_HASH.to_owned(),
+            _ => entries[p - 1].hash.clone(),
+        };
+        let e = &mut entries[p];
+        e.prev_hash = prev_hash;
+        e.hash = entry_hash(e.seq, &e.prev_hash, &e.entry);
+    }
+}
+
+/// The log after editing the metadata of the entry at `position` and rehashing the rest.
+fn rewritten_at(position: usize) -> Vec<ChainedEntry> {
+    let (mut entries, _) = checkpointed_log();
+    entries[position]
+        .entry
+        .metadata
+        .insert("policy_uuid".into(), "forged".into());
+    rehash_from(&mut entries, position);
+    entries
+}
+
+fn covered(last_seq: u64, covered_through: Option<u64>) -> Result<VerifiedUpTo, CheckpointBreak> {
+    Ok(VerifiedUpTo {
+        last_seq,
+        covered_through,
+        uncovered: last_seq - covered_through.unwrap_or(0),
+    })
+}
+
+#[test]
+fn checkpoint_keys_shorter_than_16_bytes_are_refused() {
+    assert_eq!(
+        CheckpointKey::from_bytes(b"").unwrap_err(),
+        CheckpointKeyError::Empty
+    );
+    assert_eq!(
+        CheckpointKey::from_bytes(&[7; 15]).unwrap_err(),
+        CheckpointKeyError::TooShort { len: 15 }
+    );
+    assert_eq!(
+        CheckpointKeyError::TooShort { len: 15 }.to_string(),
+        "checkpoint key is 15 bytes long; at least 16 are required"
+    );
+    assert!(CheckpointKey::from_bytes(&[7; MIN_KEY_LEN]).is_ok());
+    assert!(CheckpointKey::from_bytes(&[7; 64]).is_ok());
+}
+
+#[test]
+fn checkpoint_key_debug_does_not_show_the_key() {
+    let key = CheckpointKey::from_bytes(b"SECRET-KEY-MATERIAL-0123456789").expect("30 bytes");
+    let shown = format!("{key:?} {key:#?}");
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert_eq!(format!("{key:?}"), "CheckpointKey(<redacted>)");
+}
+
+#[test]
+fn checkpoint_mac_is_hmac_sha256_of_the_documented_encoding() {
+    let key = CheckpointKey::from_bytes(&(0..32).collect::<Vec<u8>>()).expect("32 bytes");
+    let head = format!("sha256:{}", "ab".repeat(32));
+    let checkpoint = key.sign(3, &head);
+    assert_eq!(checkpoint.seq, 3);
+    assert_eq!(checkpoint.head_hash, head);
+    // HMAC-SHA256 with key 00 01 .. 1f over "tagguard-audit-checkpoint-v1" || 00
+    // || u64be(3) || u64be(71) || head, computed independently.
+    assert_eq!(
+        checkpoint.mac,
+        "hmac-sha256:9f81231a353226743d615d3b7f2c29e87286147bd0ee9d4740328c292ebccda5"
+    );
+    assert_eq!(CHECKPOINT_LABEL, "tagguard-audit-checkpoint-v1");
+    assert!(checkpoint.mac.starts_with(MAC_PREFIX));
+}
+
+#[test]
+fn chain_checkpoint_signs_the_current_head_and_round_trips_as_json() {
+    let key = registry_key();
+    assert_eq!(AuditChain::new().checkpoint(&key), None);
+    let chain = chain_of(7);
+    let checkpoint = chain.checkpoint(&key).expect("the chain is not empty");
+    assert_eq!(checkpoint, key.sign(7, chain.head_hash()));
+    let json = serde_json::to_string(&checkpoint).expect("a checkpoint serializes");
+    assert!(
+        json.starts_with(r#"{"seq":7,"head_hash":"sha256:"#),
+        "{json}"
+    );
+    let back: Checkpoint = serde_json::from_str(&json).expect("and deserializes");
+    assert_eq!(back, checkpoint);
+}
+
+#[test]
+fn untouched_log_verifies_and_reports_entries_after_the_last_checkpoint() {
+    let key = registry_key();
+    let (entries, at_12) = checkpointed_log();
+    assert_eq!(verify_against(&entries, &key, &[]), covered(20, None));
+    let result = verify_against(&entries, &key, std::slice::from_ref(&at_12));
+    assert_eq!(result, covered(20, Some(12)));
+    assert_eq!(
+        result.map(|v| v.uncovered),
+        Ok(8),
+        "seqs 13..=20 are only chained"
+    );
+    let at_20 = key.sign(20, &entries[19].hash);
+    assert_eq!(
+        verify_against(&entries, &key, &[at_12, at_20]),
+        covered(20, Some(20))
+    );
+    // The empty log, checkpointed at seq 0 with the genesis hash.
+    assert_eq!(
+        verify_against(&[], &key, &[key.sign(0, GENESIS_HASH)]),
+        covered(0, Some(0))
+    );
+}
+
+#[test]
+fn rewriting_an_entry_before_a_checkpoint_passes_verify_but_not_the_checkpoint() {
+    let key = registry_key();
+    let (_, at_12) = checkpointed_log();
+    // Positions 0, 4 and 11 hold seqs 1, 5 and 12, all covered by the checkpoint at 12.
+    for position in [0, 4, 11] {
+        let entries = rewritten_at(position);
+        assert_eq!(verify(&entries), Ok(()), "rewritten at {position}");
+        assert_eq!(
+            verify_against(&entries, &key, std::slice::from_ref(&at_12)),
+            Err(CheckpointBreak::HeadMismatch { index: 0, seq: 12 }),
+            "rewritten at {position}"
+        );
+    }
+}
+
+#[test]
+fn a_rewrite_is_named_by_the_first_checkpoint_it_contradicts() {
+    let key = registry_key();
+    let (original, at_12) = checkpointed_log();
+    let at_20 = key.sign(20, &original[19].hash);
+    let both = [at_12, at_20];
+    assert_eq!(
+        verify_against(&rewritten_at(4), &key, &both),
+        Err(CheckpointBreak::HeadMismatch { index: 0, seq: 12 })
+    );
+    assert_eq!(
+        verify_against(&rewritten_at(15), &key, &both),
+        Err(CheckpointBreak::HeadMismatch { index: 1, seq: 20 })
+    );
+}
+
+#[test]
+fn a_rewrite_after_the_last_checkpoint_is_not_detected() {
+    let key = registry_key();
+    let (_, at_12) = checkpointed_log();
+    // Seq 16 is after the checkpoint: only the unkeyed chain covers it.
+    let entries = rewritten_at(15);
+    assert_eq!(
+        verify_against(&entries, &key, &[at_12]),
+        covered(20, Some(12))
+    );
+}
+
+#[test]
+fn truncating_the_log_below_a_checkpoint_is_detected() {
+    let key = registry_key();
+    let (entries, at_12) = checkpointed_log();
+    for keep in [0, 1, 11] {
+        let truncated = &entries[..keep];
+        assert_eq!(verify(truncated), Ok(()), "kept {keep}");
+        assert_eq!(
+            verify_against(truncated, &key, std::slice::from_ref(&at_12)),
+            Err(CheckpointBreak::MissingEntry {
+                index: 0,
+                seq: 12,
+                last_seq: keep as u64,
+            }),
+            "kept {keep}"
+        );
+    }
+    // Down to the checkpoint itself, a truncation leaves nothing to see.
+    assert_eq!(
+        verify_against(&entries[..12], &key, &[at_12]),
+        covered(12, Some(12))
+    );
+}
+
+#[test]
+fn a_checkpoint_forged_with_another_key_is_detected() {
+    let key = registry_key();
+    let attacker =
+        CheckpointKey::from_bytes(b"attacker-key-guessing-32-bytes!!").expect("32 bytes");
+    let entries = rewritten_at(4);
+    let forged = attacker.sign(12, &entries[11].hash);
+    assert_eq!(
+        verify_against(&entries, &key, &[forged]),
+        Err(CheckpointBreak::InvalidMac { index: 0, seq: 12 })
+    );
+    // The attacker can verify their own checkpoint, which proves nothing to the registry.
+    assert_eq!(
+        verify_against(&entries, &attacker, &[attacker.sign(12, &entries[11].hash)]),
+        covered(20, Some(12))
+    );
+}
+
+#[test]
+fn an_altered_or_malformed_checkpoint_is_detected() {
+    let key = registry_key();
+    let (original, at_12) = checkpointed_log();
+    let rewritten = rewritten_at(4);
+    let cases: [(&str, &[ChainedEntry], Checkpoint); 6] = [
+        (
+            "head_hash moved to the rewritten chain",
+            &rewritten,
+            Checkpoint {
+                head_hash: rewritten[11].hash.clone(),
+                ..at_12.clone()
+            },
+        ),
+        (
+            "seq moved back",
+            &original,
+            Checkpoint {
+                seq: 11,
+                head_hash: original[10].hash.clone(),
+                ..at_12.clone()
+            },
+        ),
+        (
+            "mac in uppercase",
+            &original,
+            Checkpoint {
+                mac: format!(
+                    "{MAC_PREFIX}{}",
+                    at_12.mac[MAC_PREFIX.len()..].to_uppercase()
+                ),
+                ..at_12.clone()
+            },
+        ),
+        (
+            "mac without its prefix",
+            &original,
+            Checkpoint {
+                mac: at_12.mac[MAC_PREFIX.len()..].to_owned(),
+                ..at_12.clone()
+            },
+        ),
+        (
+            "mac cut short",
+            &original,
+            Checkpoint {
+                mac: at_12.mac[..at_12.mac.len() - 2].to_owned(),
+                ..at_12.clone()
+            },
+        ),
+        (
+            "mac empty",
+            &original,
+            Checkpoint {
+                mac: String::new(),
+                ..at_12.clone()
+            },
+        ),
+    ];
+    for (case, entries, checkpoint) in cases {
+        let seq = checkpoint.seq;
+        assert_eq!(
+            verify_against(entries, &key, &[checkpoint]),
+            Err(CheckpointBreak::InvalidMac { index: 0, seq }),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_must_have_strictly_increasing_seqs() {
+    let key = registry_key();
+    let (entries, at_12) = checkpointed_log();
+    let at_20 = key.sign(20, &entries[19].hash);
+    assert_eq!(
+        verify_against(&entries, &key, &[at_20.clone(), at_12.clone()]),
+        Err(CheckpointBreak::OutOfOrder {
+            index: 1,
+            seq: 12,
+            previous: 20,
+        })
+    );
+    assert_eq!(
+        verify_against(&entries, &key, &[at_12.clone(), at_12]),
+        Err(CheckpointBreak::OutOfOrder {
+            index: 1,
+            seq: 12,
+            previous: 12,
+        })
+    );
+}
+
+#[test]
+fn a_broken_chain_is_reported_before_any_checkpoint() {
+    let key = registry_key();
+    let (mut entries, at_12) = checkpointed_log();
+    entries[4].entry.performer.name = "mallory".into();
+    assert_eq!(
+        verify_against(&entries, &key, &[at_12]),
+        Err(CheckpointBreak::Chain(ChainBreak::HashMismatch {
+            position: 4,
+            seq: 5,
+        }))
+    );
+}
+
+#[test]
+fn checkpoint_break_messages_name_the_checkpoint_and_seq() {
+    let cases = [
+        (
+            CheckpointBreak::InvalidMac { index: 2, seq: 40 },
+            "checkpoint 2 (seq 40) has an invalid MAC: \
+             it was forged, altered, or signed with another key",
+        ),
+        (
+            CheckpointBreak::OutOfOrder {
+                index: 2,
+                seq: 40,
+                previous: 50,
+            },
+            "checkpoint 2 has seq 40, not after the previous checkpoint's seq 50: \
+             checkpoints are out of order or duplicated",
+        ),
+        (
+            CheckpointBreak::MissingEntry {
+                index: 2,
+                seq: 40,
+                last_seq: 31,
+            },
+            "the log was truncated below checkpoint 2 (seq 40): its last entry has seq 31",
+        ),
+        (
+            CheckpointBreak::HeadMismatch { index: 2, seq: 40 },
+            "the entry at seq 40 does not match checkpoint 2: an entry at or before seq 40 \
+             was edited and the chain rewritten (or the checkpoint is another log's)",
+        ),
+        (
+            CheckpointBreak::Chain(ChainBreak::HashMismatch {
+                position: 4,
+                seq: 5,
+            }),
+            "the hash chain is broken: entry at position 4 (seq 5) was edited: \
+             its hash does not match its content",
+        ),
+    ];
+    for (error, message) in cases {
+        assert_eq!(error.to_string(), message);
     }
 }
