@@ -1,17 +1,19 @@
-//! One function per decision: run the export on a generation, check the
-//! outcome against its staged records (the guard), and return both, ready
-//! to commit. Nothing here writes to the registry.
+//! One function per decision: check the registry's request, run the export on
+//! a generation, check the outcome against what the host saw and the records
+//! the plugin staged (the guard), and return both, ready to commit. Nothing
+//! here writes to the registry.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, Guest, PushDecision, PushRequest, RunOptions, RunSummary,
-    RunTrigger,
+    DeleteDecision, DeleteRequest, Guest, PreviewReport, PushDecision, PushRequest, RunOptions,
+    RunSummary, RunTrigger,
 };
-use crate::bindings::types::{Actor, Error as PluginError, Policy, RecordKind, Tag};
+use crate::bindings::types::{Actor, Error as PluginError, Policy, PolicyMatch, RecordKind, Tag};
 use crate::entry::AuditEntry;
 use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::guard;
 use crate::host::{Access, CallState, HostState};
+use crate::request;
 use wasmtime::Store;
 
 fn plugin_error(
@@ -40,13 +42,22 @@ fn plugin_error(
     }
 }
 
-/// The reason an outcome was rejected, as a typed error.
+/// The reason an outcome was rejected for its records, as a typed error.
 pub(crate) fn audit_missing(
     generation: &Generation,
     call: &'static str,
     reason: String,
 ) -> EngineError {
     EngineError::AuditMissing {
+        plugin: generation.label.clone(),
+        call,
+        reason,
+    }
+}
+
+/// The reason a result was rejected because it breaks the contract, as a typed error.
+fn contract_violation(generation: &Generation, call: &'static str, reason: String) -> EngineError {
+    EngineError::ContractViolation {
         plugin: generation.label.clone(),
         call,
         reason,
@@ -71,20 +82,39 @@ fn decide<T>(
     (result, state)
 }
 
-/// Checks and normalises a candidate policy.
+/// Checks a candidate policy and returns it with the pattern the plugin normalised.
+/// Every field but the pattern is the host's; the pattern may only lose the white space
+/// around it.
 pub(crate) fn validate_policy(
     generation: &Generation,
     candidate: &Policy,
     existing: &[Policy],
 ) -> Result<Policy, EngineError> {
     const CALL: &str = "validate-policy";
-    let (result, _) = generation.call(CALL, Access::ReadOnly, None, Budget::Query, |g, s| {
-        g.call_validate_policy(s, candidate, existing)
-    });
-    result?.map_err(|error| EngineError::InvalidPolicy {
+    let invalid = |error| EngineError::InvalidPolicy {
         plugin: generation.label.clone(),
         call: CALL,
         error,
+    };
+    request::candidate(candidate).map_err(invalid)?;
+    request::policies(CALL, "existing", existing)?;
+    let (result, _) = generation.call(CALL, Access::ReadOnly, None, Budget::Query, |g, s| {
+        g.call_validate_policy(s, candidate, existing)
+    });
+    let pattern = result?.map_err(invalid)?;
+    let trimmed = candidate.tag_pattern.trim();
+    if pattern != trimmed {
+        return Err(contract_violation(
+            generation,
+            CALL,
+            format!(
+                "the plugin normalised the pattern {trimmed:?} to {pattern:?}; it may only trim white space"
+            ),
+        ));
+    }
+    Ok(Policy {
+        tag_pattern: pattern,
+        ..candidate.clone()
     })
 }
 
@@ -114,9 +144,11 @@ pub(crate) fn push(
     generation: &Generation,
     req: &PushRequest,
 ) -> Result<(PushDecision, Vec<AuditEntry>), EngineError> {
+    const CALL: &str = "on-push";
+    request::push(CALL, req)?;
     checked(
         generation,
-        "on-push",
+        CALL,
         &req.actor,
         |g, s| g.call_on_push(s, req),
         |d, staged| guard::push(req, d, staged),
@@ -128,9 +160,11 @@ pub(crate) fn delete(
     generation: &Generation,
     req: &DeleteRequest,
 ) -> Result<(DeleteDecision, Vec<AuditEntry>), EngineError> {
+    const CALL: &str = "on-delete";
+    request::delete(CALL, req)?;
     checked(
         generation,
-        "on-delete",
+        CALL,
         &req.actor,
         |g, s| g.call_on_delete(s, req),
         |d, staged| guard::delete(req, d, staged),
@@ -176,6 +210,10 @@ pub(crate) fn policy_record(
         PolicyEvent::Updated(_) => ("on-policy-updated", RecordKind::UpdateImmutabilityPolicy),
         PolicyEvent::Deleted => ("on-policy-deleted", RecordKind::DeleteImmutabilityPolicy),
     };
+    request::policy(call, "policy", policy)?;
+    if let PolicyEvent::Updated(before) = event {
+        request::update(call, before, policy)?;
+    }
     let record = |g: &Guest, s: &mut Store<HostState>| match event {
         PolicyEvent::Created => g.call_on_policy_created(s, actor, policy),
         PolicyEvent::Updated(before) => g.call_on_policy_updated(s, actor, before, policy),
@@ -194,7 +232,8 @@ pub(crate) fn trigger_name(trigger: RunTrigger) -> &'static str {
     }
 }
 
-/// A retroactive run: its checked summary, or the error and what the host saw.
+/// A retroactive run: its checked summary with the records to commit, or the error;
+/// and what the host saw either way.
 pub(crate) fn run(
     generation: &Generation,
     actor: &Actor,
@@ -203,9 +242,12 @@ pub(crate) fn run(
     options: &RunOptions,
 ) -> (Result<RunSummary, EngineError>, CallState) {
     const CALL: &str = "run-retroactive";
+    if let Err(e) = request::policy(CALL, "policy", policy) {
+        return (Err(e), CallState::default());
+    }
     let access = Access::Run {
         run_id: options.run_id.clone(),
-        policy_uuid: policy.uuid.clone(),
+        policy: policy.clone(),
     };
     let (result, state) = decide(
         generation,
@@ -216,24 +258,8 @@ pub(crate) fn run(
         |g, s| g.call_run_retroactive(s, actor, policy, trigger, options),
     );
     let checked = result.and_then(|summary| {
-        if summary.count != state.marked || summary.run_id != options.run_id {
-            return Err(audit_missing(
-                generation,
-                CALL,
-                format!(
-                    "the plugin reports {} changed tags, the host saw {}",
-                    summary.count, state.marked
-                ),
-            ));
-        }
-        guard::run_summary(
-            &options.run_id,
-            policy,
-            "completed",
-            state.marked,
-            &state.staged,
-        )
-        .map_err(|r| audit_missing(generation, CALL, r))?;
+        guard::completed_run(&options.run_id, policy, &summary, &state, &state.staged)
+            .map_err(|r| audit_missing(generation, CALL, r))?;
         Ok(summary)
     });
     (checked, state)
@@ -244,31 +270,38 @@ pub(crate) fn explain(
     generation: &Generation,
     tag_name: &str,
     policies: &[Policy],
-) -> Result<Vec<crate::bindings::types::PolicyMatch>, EngineError> {
-    decide(
+) -> Result<Vec<PolicyMatch>, EngineError> {
+    const CALL: &str = "explain";
+    request::policies(CALL, "policies", policies)?;
+    let matched = decide(
         generation,
-        "explain",
+        CALL,
         Access::ReadOnly,
         None,
         Budget::Query,
         |g, s| g.call_explain(s, tag_name, policies),
     )
-    .0
+    .0?;
+    guard::matches(policies, &matched).map_err(|r| contract_violation(generation, CALL, r))?;
+    Ok(matched)
 }
 
-/// A dry run of a policy.
+/// A dry run of a stored or validated policy.
 pub(crate) fn preview(
     generation: &Generation,
     policy: &Policy,
     limit: u32,
-) -> Result<crate::bindings::policy_engine::PreviewReport, EngineError> {
-    decide(
-        generation,
-        "preview",
-        Access::Scan,
-        None,
-        Budget::Query,
-        |g, s| g.call_preview(s, policy, limit),
-    )
-    .0
+) -> Result<PreviewReport, EngineError> {
+    const CALL: &str = "preview";
+    request::policy(CALL, "policy", policy)?;
+    let access = Access::Scan {
+        policy: policy.clone(),
+    };
+    let (result, state) = decide(generation, CALL, access, None, Budget::Query, |g, s| {
+        g.call_preview(s, policy, limit)
+    });
+    let report = result?;
+    guard::preview(policy, limit, &report, &state)
+        .map_err(|r| contract_violation(generation, CALL, r))?;
+    Ok(report)
 }

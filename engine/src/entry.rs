@@ -123,6 +123,11 @@ impl AuditEntry {
         }
     }
 
+    /// A metadata field as a boolean, if it is one.
+    pub fn meta_bool(&self, key: &str) -> Option<bool> {
+        self.metadata.get(key).and_then(Value::as_bool)
+    }
+
     /// A metadata field as a string, if it is one.
     pub fn meta_str(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)

@@ -24,8 +24,8 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
-    /// The component does not implement `tagguard:policy/tag-policy@0.1.x`.
-    #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.1.x: {reason}")]
+    /// The component does not implement `tagguard:policy/tag-policy@0.2.x`.
+    #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.2.x: {reason}")]
     ContractMismatch {
         /// Plugin digest or name.
         plugin: String,
@@ -95,6 +95,36 @@ pub enum EngineError {
         /// The export called.
         call: &'static str,
         /// What is missing or wrong.
+        reason: String,
+    },
+    /// The plugin did or returned something the contract forbids: a rewritten policy, a
+    /// scan that moves backwards or outside a run, a result that disagrees with what the
+    /// host saw. Nothing was committed.
+    #[error("plugin {plugin}, call {call}: broke the contract, nothing committed: {reason}")]
+    ContractViolation {
+        /// Plugin identity.
+        plugin: String,
+        /// The export called.
+        call: &'static str,
+        /// What it did.
+        reason: String,
+    },
+    /// The registry's request is malformed (before the plugin was asked): the field and why.
+    #[error("call {call}: invalid request: {field}: {reason}")]
+    InvalidRequest {
+        /// The decision asked for.
+        call: &'static str,
+        /// The offending field.
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A setting is out of range: the field and why.
+    #[error("invalid setting {field}: {reason}")]
+    InvalidSettings {
+        /// The offending setting.
+        field: &'static str,
+        /// Why it is invalid.
         reason: String,
     },
     /// The registry's tag store failed.

@@ -7,7 +7,7 @@ use crate::bindings::types::Actor;
 use crate::bindings::{TagPolicy, TagPolicyPre};
 use crate::entry::PluginStamp;
 use crate::error::EngineError;
-use crate::host::{Access, CallState, GuardViolation, HostState};
+use crate::host::{Access, CallState, ContractBreach, GuardViolation, HostState};
 use crate::limits::{DeadlineExceeded, Limits, MemoryLimitExceeded, ticks};
 use crate::registry::TagStore;
 use std::sync::{Arc, Mutex};
@@ -86,6 +86,14 @@ impl Generation {
         let state = HostState::new(self.store.clone(), self.stamp.clone(), &self.limits);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.memory);
+        // No import call may carry more than this from the plugin: the lift traps before
+        // the host copies more, so a record cannot make the host allocate past the cap.
+        store.set_hostcall_fuel(
+            self.limits
+                .records
+                .max_call_bytes
+                .min(self.limits.memory_bytes),
+        );
         store.epoch_deadline_callback(|mut ctx| {
             let call = &mut ctx.data_mut().call;
             if std::mem::take(&mut call.progressed) {
@@ -116,7 +124,8 @@ impl Generation {
 
     /// Runs one export on a pooled instance under `budget`. An instance that
     /// trapped is dropped (its store is poisoned); one that served
-    /// `max_calls_per_instance` calls is recycled.
+    /// `max_calls_per_instance` calls, filled half its stderr, or finds the pool
+    /// full (`max_pooled_instances`) is dropped too.
     pub fn call<R>(
         &self,
         name: &'static str,
@@ -140,11 +149,13 @@ impl Generation {
         match result {
             Ok(value) => {
                 let state = worker.store.data_mut().finish();
-                if worker.calls < self.limits.max_calls_per_instance {
-                    self.pool
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(worker);
+                let reusable = worker.calls < self.limits.max_calls_per_instance
+                    && !worker.store.data().stderr_crowded();
+                if reusable {
+                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < self.limits.max_pooled_instances {
+                        pool.push(worker);
+                    }
                 }
                 (Ok(value), state)
             }
@@ -170,6 +181,13 @@ impl Generation {
         let plugin = self.label.clone();
         if let Some(GuardViolation(reason)) = err.downcast_ref::<GuardViolation>() {
             return EngineError::AuditMissing {
+                plugin,
+                call,
+                reason: reason.clone(),
+            };
+        }
+        if let Some(ContractBreach(reason)) = err.downcast_ref::<ContractBreach>() {
+            return EngineError::ContractViolation {
                 plugin,
                 call,
                 reason: reason.clone(),

@@ -2,10 +2,14 @@
 //! records staged with it before anything is committed (invariants 2 and 4).
 //! Each check returns the reason an outcome is rejected.
 
-use crate::bindings::policy_engine::{DeleteDecision, DeleteRequest, PushDecision, PushRequest};
-use crate::bindings::types::{Policy, RecordKind, Tag};
+use crate::bindings::policy_engine::{
+    DeleteDecision, DeleteRequest, PreviewReport, PushDecision, PushRequest, RunSummary,
+};
+use crate::bindings::types::{Policy, PolicyMatch, RecordKind, Tag};
 use crate::entry::AuditEntry;
+use crate::host::CallState;
 use serde_json::Value;
+use std::collections::HashSet;
 
 fn names(e: &AuditEntry, namespace: &str, repository: &str, tag: &str) -> bool {
     e.namespace == namespace
@@ -19,7 +23,31 @@ fn of_kind(staged: &[AuditEntry], kind: RecordKind) -> usize {
 }
 
 fn meta_bool(e: &AuditEntry, key: &str) -> Option<bool> {
-    e.metadata.get(key).and_then(Value::as_bool)
+    e.meta_bool(key)
+}
+
+/// Every match names a distinct policy of `given` that fires: its `pattern-matched`
+/// equals the policy's polarity, as the contract defines firing.
+pub fn matches(given: &[Policy], matched: &[PolicyMatch]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for m in matched {
+        if !given.contains(&m.policy) {
+            return Err(format!(
+                "the plugin reports policy {} as firing, which is not one of the policies it was given",
+                m.policy.uuid
+            ));
+        }
+        if !seen.insert(m.policy.uuid.as_str()) {
+            return Err(format!("the plugin reports policy {} twice", m.policy.uuid));
+        }
+        if m.pattern_matched != m.policy.tag_pattern_matches {
+            return Err(format!(
+                "the plugin reports policy {} as firing with pattern-matched {}, which does not fire it",
+                m.policy.uuid, m.pattern_matched
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A push outcome must carry exactly the record its decision implies, about this tag.
@@ -41,7 +69,14 @@ pub fn push(
     let made = of_kind(staged, RecordKind::TagMadeImmutableByPolicy);
     let denied = of_kind(staged, RecordKind::TagImmutabilityDenied);
     match decision {
-        PushDecision::Deny(_) => {
+        PushDecision::Deny(keeping) => {
+            matches(&req.policies, keeping)?;
+            if !was_immutable {
+                return Err(format!(
+                    "the plugin denied a push of {}, which is not immutable",
+                    req.tag_name
+                ));
+            }
             if denied != 1 || staged.len() != 1 {
                 return Err(format!(
                     "a denied push must stage exactly one tag_immutability_denied record, found {} records",
@@ -50,6 +85,7 @@ pub fn push(
             }
         }
         PushDecision::Create(c) => {
+            matches(&req.policies, &c.matched)?;
             if was_immutable {
                 return Err(format!(
                     "the plugin allowed overwriting the immutable tag {}",
@@ -70,11 +106,22 @@ pub fn push(
                 {
                     return Err("the tag_made_immutable_by_policy record misstates previous_immutable or immutable".into());
                 }
-                if e.meta_str("policy_uuid").is_none() {
-                    return Err(
-                        "the tag_made_immutable_by_policy record names no policy_uuid".into(),
-                    );
+                let cause = e.meta_str("policy_uuid");
+                if !c
+                    .matched
+                    .iter()
+                    .any(|m| Some(m.policy.uuid.as_str()) == cause)
+                {
+                    return Err(format!(
+                        "the tag_made_immutable_by_policy record names policy_uuid {cause:?}, which is not one of the policies that fired"
+                    ));
                 }
+            } else if !c.matched.is_empty() {
+                return Err(format!(
+                    "a push that leaves {} mutable reports {} firing policies",
+                    req.tag_name,
+                    c.matched.len()
+                ));
             } else if !staged.is_empty() {
                 return Err(format!(
                     "a push that leaves {} mutable must stage no record, found {}",
@@ -108,6 +155,10 @@ pub fn delete(
             }
         }
         DeleteDecision::Deny(ids) => {
+            let distinct: HashSet<u64> = ids.iter().copied().collect();
+            if distinct.len() != ids.len() {
+                return Err("the denial names a tag id more than once".into());
+            }
             if ids.is_empty() || staged.len() != ids.len() {
                 return Err(format!(
                     "a denial of {} tags staged {} records",
@@ -146,6 +197,7 @@ pub fn policy_change(
     match staged {
         [e] if e.kind == kind.as_str()
             && e.namespace == policy.namespace
+            && e.repository == policy.repository
             && e.meta_str("policy_uuid") == Some(policy.uuid.as_str()) =>
         {
             Ok(())
@@ -191,32 +243,95 @@ pub fn manual_change(
     }
 }
 
-/// A retroactive run stages exactly one summary carrying the run id, the policy, the
-/// status and the count of tags that the host saw change.
-pub fn run_summary(
+/// A completed run: the scan reached its end (an empty page), the plugin's summary
+/// states what the host saw (count, first changed tags, pages), and exactly one staged
+/// `tags_made_immutable_by_policy` record says the same, with the run id and policy.
+pub fn completed_run(
     run_id: &str,
     policy: &Policy,
-    status: &str,
-    changed: u64,
+    summary: &RunSummary,
+    state: &CallState,
     staged: &[AuditEntry],
 ) -> Result<(), String> {
+    if !state.exhausted {
+        return Err(
+            "the plugin reports a completed run, but its last scan did not reach the end (an empty page)".into(),
+        );
+    }
+    let saw = format!(
+        "count {}, sample_tags {:?}, batches {}",
+        state.marked, state.first_marked, state.pages
+    );
+    if summary.run_id != run_id
+        || summary.count != state.marked
+        || summary.sample_tags != state.first_marked
+        || summary.batches != state.pages
+    {
+        return Err(format!(
+            "the plugin reports run {} with count {}, sample_tags {:?}, batches {}; the host saw {saw}",
+            summary.run_id, summary.count, summary.sample_tags, summary.batches
+        ));
+    }
     let [e] = staged else {
         return Err(format!(
             "a run must stage exactly one tags_made_immutable_by_policy summary, found {} records",
             staged.len()
         ));
     };
+    let sample: Option<Vec<&str>> = e
+        .metadata
+        .get("sample_tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
     let ok = e.kind == RecordKind::TagsMadeImmutableByPolicy.as_str()
+        && e.namespace == policy.namespace
+        && e.repository == policy.repository
         && e.meta_str("run_id") == Some(run_id)
         && e.meta_str("policy_uuid") == Some(policy.uuid.as_str())
-        && e.meta_str("status") == Some(status)
-        && e.metadata.get("count").and_then(Value::as_u64) == Some(changed);
+        && e.meta_str("status") == Some("completed")
+        && e.metadata.get("count").and_then(Value::as_u64) == Some(state.marked)
+        && e.metadata.get("batches").and_then(Value::as_u64) == Some(u64::from(state.pages))
+        && sample.is_some_and(|s| s == state.first_marked);
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "the run summary must carry run_id {run_id}, policy_uuid {}, status {status} and count {changed}",
+            "the run summary must be in {}/{} and carry run_id {run_id}, policy_uuid {}, status completed and {saw}",
+            policy.namespace,
+            policy.repository.as_deref().unwrap_or("*"),
             policy.uuid
         ))
     }
+}
+
+/// A preview reports at most `limit` sample tags, no more than it counted, no more than
+/// the host let it scan, each a mutable tag in the policy's scope, once.
+pub fn preview(
+    policy: &Policy,
+    limit: u32,
+    report: &PreviewReport,
+    state: &CallState,
+) -> Result<(), String> {
+    let sampled = report.sample.len() as u64;
+    if sampled > u64::from(limit) || sampled > report.count || report.count > state.seen {
+        return Err(format!(
+            "the preview reports {} tags with a sample of {sampled} (limit {limit}); the host let it scan {}",
+            report.count, state.seen
+        ));
+    }
+    let mut ids = HashSet::new();
+    for t in &report.sample {
+        let in_scope = t.namespace == policy.namespace
+            && policy
+                .repository
+                .as_ref()
+                .is_none_or(|r| *r == t.repository);
+        if !in_scope || t.immutable || !ids.insert(t.id) || t.id > state.cursor {
+            return Err(format!(
+                "the preview's sample names {}/{}:{} (id {}), which is not a mutable tag it scanned in the policy's scope",
+                t.namespace, t.repository, t.name, t.id
+            ));
+        }
+    }
+    Ok(())
 }

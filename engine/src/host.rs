@@ -1,14 +1,14 @@
 //! The per-instance host state and the imports a plugin calls: `audit-log`
 //! stages records, `tag-store` scans and marks through the registry.
 
-use crate::bindings::tag_store::{ScanRequest, TagChange};
-use crate::bindings::types::{Actor, ActorKind, AuditRecord, RecordKind, Tag};
+use crate::bindings::tag_store::{self as wit_store, TagChange};
+use crate::bindings::types::{Actor, ActorKind, AuditRecord, Policy, RecordKind, Tag};
 use crate::bindings::{audit_log, tag_store, types};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::limits::{Limits, MemoryCap};
-use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagRef, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagRef, TagStore};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -25,6 +25,10 @@ pub struct RecordLimits {
     pub max_staged_records: usize,
     /// Largest scan page the host serves.
     pub max_scan_limit: u32,
+    /// Most bytes one import call may carry from the plugin to the host (its records
+    /// and lists). The call traps before the host copies more; keep it below the
+    /// memory cap.
+    pub max_call_bytes: usize,
 }
 
 impl Default for RecordLimits {
@@ -34,6 +38,7 @@ impl Default for RecordLimits {
             max_batch_record_bytes: 4 << 20,
             max_staged_records: 10_000,
             max_scan_limit: 10_000,
+            max_call_bytes: 16 << 20,
         }
     }
 }
@@ -44,23 +49,52 @@ pub enum Access {
     /// Nothing: validate, explain, info.
     #[default]
     ReadOnly,
-    /// Scan only: preview.
-    Scan,
+    /// Scan the scope of one policy: preview.
+    Scan {
+        /// The policy previewed; scans see only its scope.
+        policy: Policy,
+    },
     /// Stage records: decisions and policy changes.
     Stage,
-    /// Scan, mark and stage: a retroactive run of one policy.
+    /// Scan and mark the scope of one policy, and stage: a retroactive run.
     Run {
         /// The run's id; every record must carry it.
         run_id: String,
-        /// The policy applied; every record must name it.
-        policy_uuid: String,
+        /// The policy applied; scans see only its scope, and every record must name it.
+        policy: Policy,
     },
 }
 
-/// A guard violation inside an import; it aborts the call with a trap the engine classifies.
+impl Access {
+    /// The policy whose scope the call may scan, if it may scan.
+    fn scan_scope(&self) -> Option<&Policy> {
+        match self {
+            Access::Scan { policy } | Access::Run { policy, .. } => Some(policy),
+            Access::ReadOnly | Access::Stage => None,
+        }
+    }
+}
+
+/// A record that claims something that did not happen, inside an import; it aborts the
+/// call with a trap the engine classifies as `AuditMissing`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct GuardViolation(pub String);
+
+/// A use of an import that the contract forbids (a scan that moves backwards, a mark
+/// outside a run); it aborts the call with a trap the engine classifies as
+/// `ContractViolation`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ContractBreach(pub String);
+
+fn breach(reason: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(ContractBreach(reason.into()))
+}
+
+fn violation(reason: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(GuardViolation(reason.into()))
+}
 
 /// What one call did through the imports.
 #[derive(Debug, Default)]
@@ -71,13 +105,22 @@ pub struct CallState {
     pub performer: Option<Performer>,
     /// Records staged with `append`, stamped, in order.
     pub staged: Vec<AuditEntry>,
-    /// Tags returned by the most recent scan, by id (a run may only mark those).
+    /// Tags returned by the most recent scan, by id (a run may only mark those, once).
     pub scanned: HashMap<u64, Tag>,
+    /// Tags scanned in this call (a preview's sample may only name those).
+    pub seen: u64,
+    /// The id of the last tag any scan of this call returned: scans only move forward.
+    pub cursor: u64,
+    /// Scan pages that returned tags.
+    pub pages: u32,
+    /// Whether the most recent scan returned no tags: the end of the scan.
+    pub exhausted: bool,
     /// Tags that really changed through `mark-immutable`.
     pub marked: u64,
-    /// Names of the first tags that changed.
+    /// Names of the first tags that changed, in the order they changed.
     pub first_marked: Vec<String>,
-    /// Set by every `tag-store` call; a run's deadline is extended while it is set.
+    /// Set by real progress: a scan that returns new tags, or a mark of scanned tags.
+    /// A run's deadline is extended while it is set.
     pub progressed: bool,
     /// The call's deadline, granted again after each progress.
     pub window: std::time::Duration,
@@ -96,12 +139,17 @@ pub struct HostState {
     /// The memory cap the store's limiter enforces.
     pub memory: MemoryCap,
     stderr: MemoryOutputPipe,
+    /// How much of `stderr` earlier calls wrote; the current call's output follows it.
+    stderr_mark: usize,
     /// The call in progress.
     pub call: CallState,
 }
 
+/// How many changed tag names a run summary carries.
+pub const SAMPLE_TAGS: usize = 10;
+
 /// How much of the guest's stderr (its panic message) is kept.
-const STDERR_CAPACITY: usize = 4096;
+const STDERR_CAPACITY: usize = 8192;
 
 impl HostState {
     /// A state with no ambient capability: no files, environment, arguments or
@@ -117,19 +165,28 @@ impl HostState {
             limits: limits.records,
             memory: MemoryCap::new(limits.memory_bytes),
             stderr,
+            stderr_mark: 0,
             call: CallState::default(),
         }
     }
 
-    /// What the guest wrote to stderr (a panic message, for instance).
+    /// What the guest wrote to stderr during the current call (a panic message, for instance).
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        let written = self.stderr.contents();
+        let current = written.get(self.stderr_mark..).unwrap_or_default();
+        String::from_utf8_lossy(current).trim().to_string()
     }
 
-    /// Starts a call with the given access and deadline on behalf of `actor`.
+    /// Whether earlier calls filled so much of the bounded stderr pipe that a panic
+    /// message might not fit: such an instance is not pooled again.
+    pub fn stderr_crowded(&self) -> bool {
+        self.stderr.contents().len() > STDERR_CAPACITY / 2
+    }
+
+    /// Starts a call with the given access and deadline on behalf of `actor`. What the
+    /// guest wrote to stderr in earlier calls is forgotten.
     pub fn begin(&mut self, access: Access, actor: Option<&Actor>, window: std::time::Duration) {
+        self.stderr_mark = self.stderr.contents().len();
         self.call = CallState {
             access,
             window,
@@ -171,94 +228,97 @@ impl HostState {
         AuditEntry::stamp(record, &self.performer(), &self.stamp)
     }
 
-    fn check_run_entry(&self, tag_id: u64, entry: &AuditEntry) -> Result<(), String> {
-        let Access::Run {
-            run_id,
-            policy_uuid,
-        } = &self.call.access
-        else {
-            return Err("mark-immutable is only allowed during run-retroactive".into());
-        };
-        let Some(tag) = self.call.scanned.get(&tag_id) else {
-            return Err(format!(
-                "tag id {tag_id} was not returned by the most recent scan"
-            ));
-        };
-        let names_tag = entry.kind == RecordKind::TagMadeImmutableByPolicy.as_str()
-            && entry.namespace == tag.namespace
-            && entry.repository.as_deref() == Some(tag.repository.as_str())
-            && entry.tag.as_deref() == Some(tag.name.as_str())
-            && entry.meta_str("tag") == Some(tag.name.as_str());
-        if !names_tag {
-            return Err(format!(
-                "the record for tag id {} ({}/{}:{}) is not a tag_made_immutable_by_policy record naming that tag",
-                tag.id, tag.namespace, tag.repository, tag.name
-            ));
+    /// The run's id and policy, or a breach if the call is not a run.
+    fn run(&self) -> Result<(&str, &Policy), wasmtime::Error> {
+        match &self.call.access {
+            Access::Run { run_id, policy } => Ok((run_id, policy)),
+            _ => Err(breach(
+                "marking tags is only allowed during run-retroactive",
+            )),
         }
-        if entry.meta_str("run_id") != Some(run_id)
-            || entry.meta_str("policy_uuid") != Some(policy_uuid)
-        {
-            return Err(format!(
-                "the record for tag {} does not carry run_id {run_id} and policy_uuid {policy_uuid}",
-                tag.name
-            ));
+    }
+
+    /// Takes the tags to mark out of the most recent scan: each must come from it, once.
+    fn take_scanned(&mut self, ids: impl Iterator<Item = u64>) -> Result<Vec<Tag>, String> {
+        let mut seen = HashSet::new();
+        let mut tags = Vec::new();
+        for id in ids {
+            if !seen.insert(id) {
+                return Err(format!("tag id {id} is marked twice in one call"));
+            }
+            let tag =
+                self.call.scanned.get(&id).ok_or_else(|| {
+                    format!("tag id {id} was not returned by the most recent scan")
+                })?;
+            tags.push(tag.clone());
         }
-        Ok(())
+        Ok(tags)
     }
 }
 
+/// Whether a record states the change a run makes: `previous_immutable` false, `immutable`
+/// true, and the run's id and policy.
+fn states_run_change(entry: &AuditEntry, run_id: &str, policy: &Policy) -> bool {
+    entry.kind == RecordKind::TagMadeImmutableByPolicy.as_str()
+        && entry.meta_bool("previous_immutable") == Some(false)
+        && entry.meta_bool("immutable") == Some(true)
+        && entry.meta_str("run_id") == Some(run_id)
+        && entry.meta_str("policy_uuid") == Some(policy.uuid.as_str())
+}
+
+/// Checks a per-tag run record: it names exactly `tag` and states the run's change.
+fn check_run_entry(
+    tag: &Tag,
+    entry: &AuditEntry,
+    run_id: &str,
+    policy: &Policy,
+) -> Result<(), String> {
+    let names_tag = entry.namespace == tag.namespace
+        && entry.repository.as_deref() == Some(tag.repository.as_str())
+        && entry.tag.as_deref() == Some(tag.name.as_str())
+        && entry.meta_str("tag") == Some(tag.name.as_str());
+    if names_tag && states_run_change(entry, run_id, policy) {
+        return Ok(());
+    }
+    Err(format!(
+        "the record for tag id {} ({}/{}:{}) must be a tag_made_immutable_by_policy record naming that tag, with previous_immutable false, immutable true, run_id {run_id} and policy_uuid {}",
+        tag.id, tag.namespace, tag.repository, tag.name, policy.uuid
+    ))
+}
+
+/// Checks a per-batch record: it lists exactly `refs` in order, in the policy's namespace
+/// and repository, and states the run's change.
+fn check_batch_entry(
+    refs: &[TagRef],
+    entry: &AuditEntry,
+    run_id: &str,
+    policy: &Policy,
+) -> Result<(), String> {
+    let listed = entry
+        .metadata
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let names_all = listed.len() == refs.len()
+        && refs.iter().zip(listed).all(|(r, v)| {
+            v.get("repository").and_then(Value::as_str) == Some(r.repository.as_str())
+                && v.get("tag").and_then(Value::as_str) == Some(r.name.as_str())
+        });
+    let placed = entry.namespace == policy.namespace && entry.repository == policy.repository;
+    if names_all && placed && entry.tag.is_none() && states_run_change(entry, run_id, policy) {
+        return Ok(());
+    }
+    Err(format!(
+        "the batch record must be a tag_made_immutable_by_policy record in {}/{}, listing the {} tags in request order, with previous_immutable false, immutable true, run_id {run_id} and policy_uuid {}",
+        policy.namespace,
+        policy.repository.as_deref().unwrap_or("*"),
+        refs.len(),
+        policy.uuid
+    ))
+}
+
 impl HostState {
-    fn run_ids(&self) -> Result<(&str, &str), String> {
-        match &self.call.access {
-            Access::Run {
-                run_id,
-                policy_uuid,
-            } => Ok((run_id, policy_uuid)),
-            _ => Err("marking tags is only allowed during run-retroactive".into()),
-        }
-    }
-
-    /// Checks a per-batch entry: it lists exactly the requested tags from the last scan.
-    fn check_batch(&self, tag_ids: &[u64], entry: &AuditEntry) -> Result<Vec<TagRef>, String> {
-        let (run_id, policy_uuid) = self.run_ids()?;
-        let mut refs = Vec::with_capacity(tag_ids.len());
-        for id in tag_ids {
-            let tag =
-                self.call.scanned.get(id).ok_or_else(|| {
-                    format!("tag id {id} was not returned by the most recent scan")
-                })?;
-            refs.push(TagRef {
-                id: *id,
-                repository: tag.repository.clone(),
-                name: tag.name.clone(),
-            });
-        }
-        let listed = entry
-            .metadata
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let names_all = listed.len() == refs.len()
-            && refs.iter().zip(listed).all(|(r, v)| {
-                v.get("repository").and_then(Value::as_str) == Some(r.repository.as_str())
-                    && v.get("tag").and_then(Value::as_str) == Some(r.name.as_str())
-            });
-        let ok = entry.kind == RecordKind::TagMadeImmutableByPolicy.as_str()
-            && entry.tag.is_none()
-            && names_all
-            && entry.meta_str("run_id") == Some(run_id)
-            && entry.meta_str("policy_uuid") == Some(policy_uuid);
-        if ok {
-            Ok(refs)
-        } else {
-            Err(format!(
-                "the batch record must be a tag_made_immutable_by_policy record listing the {} tags in request order, with run_id {run_id} and policy_uuid {policy_uuid}",
-                refs.len()
-            ))
-        }
-    }
-
     /// Notes what a mark call changed, or the store's failure, for the call's outcome.
     fn marked(
         &mut self,
@@ -267,7 +327,7 @@ impl HostState {
     ) -> Result<Vec<u64>, String> {
         match result {
             Ok(changed) => {
-                self.note_marked(&changed, names.into_iter());
+                self.note_marked(&changed, names);
                 Ok(changed)
             }
             Err(e) => {
@@ -277,14 +337,15 @@ impl HostState {
         }
     }
 
-    fn note_marked(&mut self, changed: &[u64], names: impl Iterator<Item = (u64, String)>) {
+    fn note_marked(&mut self, changed: &[u64], names: Vec<(u64, String)>) {
         self.call.marked += changed.len() as u64;
-        let wanted = 10usize.saturating_sub(self.call.first_marked.len());
-        let firsts = names.filter(|(id, _)| changed.contains(id)).take(wanted);
-        self.call
-            .first_marked
-            .extend(firsts.map(|(_, name)| name).collect::<Vec<_>>());
-        self.call.scanned.clear();
+        let wanted = SAMPLE_TAGS.saturating_sub(self.call.first_marked.len());
+        let firsts = changed
+            .iter()
+            .filter_map(|id| names.iter().find(|(n, _)| n == id))
+            .take(wanted)
+            .map(|(_, name)| name.clone());
+        self.call.first_marked.extend(firsts.collect::<Vec<_>>());
     }
 }
 
@@ -301,10 +362,8 @@ impl types::Host for HostState {}
 
 impl audit_log::Host for HostState {
     fn append(&mut self, entry: AuditRecord) -> wasmtime::Result<Result<(), String>> {
-        if matches!(self.call.access, Access::ReadOnly | Access::Scan) {
-            return Err(wasmtime::Error::new(GuardViolation(
-                "a read-only call staged an audit record".into(),
-            )));
+        if matches!(self.call.access, Access::ReadOnly | Access::Scan { .. }) {
+            return Err(breach("a read-only call staged an audit record"));
         }
         if self.call.staged.len() >= self.limits.max_staged_records {
             return Ok(Err(format!(
@@ -317,46 +376,70 @@ impl audit_log::Host for HostState {
 }
 
 impl tag_store::Host for HostState {
-    fn scan(&mut self, mut request: ScanRequest) -> wasmtime::Result<Result<Vec<Tag>, String>> {
-        self.call.progressed = true;
-        if matches!(self.call.access, Access::ReadOnly | Access::Stage) {
-            return Err(wasmtime::Error::new(GuardViolation(
-                "scan is only allowed in run-retroactive and preview".into(),
+    fn scan(
+        &mut self,
+        request: wit_store::ScanRequest,
+    ) -> wasmtime::Result<Result<Vec<Tag>, String>> {
+        let Some(policy) = self.call.access.scan_scope() else {
+            return Err(breach(
+                "scan is only allowed in run-retroactive and preview",
+            ));
+        };
+        if request.after_id < self.call.cursor {
+            return Err(breach(format!(
+                "scans only move forward: after-id {} is below {}, the last id already returned",
+                request.after_id, self.call.cursor
             )));
         }
-        request.limit = request.limit.clamp(1, self.limits.max_scan_limit);
-        match self.store.scan(&request) {
-            Ok(tags) => {
-                if matches!(self.call.access, Access::Run { .. }) {
-                    self.call.scanned = tags.iter().map(|t| (t.id, t.clone())).collect();
-                }
-                Ok(Ok(tags))
-            }
+        let scoped = ScanRequest {
+            namespace: policy.namespace.clone(),
+            repository: policy.repository.clone(),
+            after_id: request.after_id,
+            limit: request.limit.clamp(1, self.limits.max_scan_limit),
+        };
+        let tags = match self.store.scan(&scoped) {
+            Ok(tags) => tags,
             Err(e) => {
                 self.call.store_error = Some(e.0.clone());
-                Ok(Err(e.0))
+                return Ok(Err(e.0));
             }
+        };
+        self.call.exhausted = tags.is_empty();
+        if let Some(last) = tags.last() {
+            self.call.cursor = last.id;
+            self.call.pages += 1;
+            self.call.seen += tags.len() as u64;
+            self.call.progressed = true;
         }
+        if matches!(self.call.access, Access::Run { .. }) {
+            self.call.scanned = tags.iter().map(|t| (t.id, t.clone())).collect();
+        }
+        Ok(Ok(tags))
     }
 
     fn mark_immutable(
         &mut self,
         changes: Vec<TagChange>,
     ) -> wasmtime::Result<Result<Vec<u64>, String>> {
-        self.call.progressed = true;
+        let (run_id, policy) = self.run().map(|(r, p)| (r.to_string(), p.clone()))?;
+        let tags = self
+            .take_scanned(changes.iter().map(|c| c.tag_id))
+            .map_err(violation)?;
         let mut marks = Vec::with_capacity(changes.len());
-        for TagChange { tag_id, entry } in changes {
+        for (TagChange { tag_id, entry }, tag) in changes.into_iter().zip(&tags) {
             let entry = self
                 .stamp_record(entry)
-                .and_then(|e| self.check_run_entry(tag_id, &e).map(|()| e))
-                .map_err(|reason| wasmtime::Error::new(GuardViolation(reason)))?;
+                .and_then(|e| check_run_entry(tag, &e, &run_id, &policy).map(|()| e))
+                .map_err(violation)?;
             marks.push(MarkImmutable { tag_id, entry });
         }
-        let names: Vec<(u64, String)> = if self.call.first_marked.len() < 10 {
-            marks
-                .iter()
-                .filter_map(|m| Some((m.tag_id, m.entry.tag.clone()?)))
-                .collect()
+        if marks.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        self.call.scanned.clear();
+        self.call.progressed = true;
+        let names = if self.call.first_marked.len() < SAMPLE_TAGS {
+            tags.into_iter().map(|t| (t.id, t.name)).collect()
         } else {
             Vec::new()
         };
@@ -369,14 +452,31 @@ impl tag_store::Host for HostState {
         tag_ids: Vec<u64>,
         entry: AuditRecord,
     ) -> wasmtime::Result<Result<Vec<u64>, String>> {
+        let (run_id, policy) = self.run().map(|(r, p)| (r.to_string(), p.clone()))?;
+        let tags = self
+            .take_scanned(tag_ids.iter().copied())
+            .map_err(violation)?;
+        let refs: Vec<TagRef> = tags
+            .into_iter()
+            .map(|t| TagRef {
+                id: t.id,
+                repository: t.repository,
+                name: t.name,
+            })
+            .collect();
+        let entry = self
+            .stamp_capped(entry, self.limits.max_batch_record_bytes)
+            .and_then(|e| check_batch_entry(&refs, &e, &run_id, &policy).map(|()| e))
+            .map_err(violation)?;
+        if refs.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        self.call.scanned.clear();
         self.call.progressed = true;
-        let cap = self.limits.max_batch_record_bytes;
-        let (tags, entry) = self
-            .stamp_capped(entry, cap)
-            .and_then(|e| Ok((self.check_batch(&tag_ids, &e)?, e)))
-            .map_err(|r| wasmtime::Error::new(GuardViolation(r)))?;
-        let names: Vec<(u64, String)> = tags.iter().map(|t| (t.id, t.name.clone())).collect();
-        let result = self.store.mark_immutable_batch(MarkBatch { tags, entry });
+        let names = refs.iter().map(|t| (t.id, t.name.clone())).collect();
+        let result = self
+            .store
+            .mark_immutable_batch(MarkBatch { tags: refs, entry });
         Ok(self.marked(result, names))
     }
 }

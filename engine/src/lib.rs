@@ -19,6 +19,8 @@ pub mod host;
 pub mod limits;
 pub mod plugin;
 pub mod registry;
+pub mod removal;
+mod request;
 pub mod runtime;
 mod selftest;
 pub mod tagguard;
@@ -28,7 +30,6 @@ pub use bindings::policy_engine::{
     CreateDecision, DeleteDecision, DeleteOperation, DeleteRequest, Granularity, PluginInfo,
     PreviewReport, PushDecision, PushRequest, RunSummary, RunTrigger,
 };
-pub use bindings::tag_store::ScanRequest;
 pub use bindings::types::{
     Actor, ActorKind, Policy, PolicyError, PolicyMatch, RecordKind, Scope, Tag,
 };
@@ -39,8 +40,10 @@ pub use host::RecordLimits;
 pub use limits::Limits;
 pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
 pub use registry::{
-    AuditSink, Change, MarkBatch, MarkImmutable, SinkError, StoreError, TagRef, TagStore,
+    AuditSink, Change, MarkBatch, MarkImmutable, ScanRequest, SinkError, StoreError, TagRef,
+    TagStore,
 };
+pub use removal::{Removal, RemovalAction};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use tagguard::{
     DeleteOutcome, PLUGIN_SWAPPED, PolicyOutcome, PushOutcome, Settings, SwapOutcome, TagGuard,

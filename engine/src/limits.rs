@@ -19,6 +19,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Calls an instance serves before it is recycled (bounds memory growth).
     pub max_calls_per_instance: u64,
+    /// Warm instances a generation keeps; more concurrent calls instantiate, and their
+    /// instances are dropped afterwards (bounds idle memory to this many caps).
+    pub max_pooled_instances: usize,
     /// Caps on staged records.
     pub records: RecordLimits,
 }
@@ -31,6 +34,7 @@ impl Default for Limits {
             run_progress_window: Duration::from_secs(2),
             memory_bytes: 64 << 20,
             max_calls_per_instance: 10_000,
+            max_pooled_instances: 16,
             records: RecordLimits::default(),
         }
     }
@@ -59,8 +63,15 @@ pub struct MemoryLimitExceeded {
     pub cap: usize,
 }
 
-/// Most table elements an instance may have.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Most elements one table may have.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Most tables an instance may have (a Rust component has a few, for indirect calls
+/// and its adapter shims).
+pub const MAX_TABLES: usize = 8;
+
+/// Most core instances a component may create (its module and adapter shims).
+pub const MAX_CORE_INSTANCES: usize = 16;
 
 /// The memory cap of one store; growth past it traps with [`MemoryLimitExceeded`].
 #[derive(Debug, Clone, Copy)]
@@ -101,14 +112,56 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 
     fn instances(&self) -> usize {
-        64
+        MAX_CORE_INSTANCES
     }
 
+    /// One linear memory per instance, so the cap bounds all of its memory.
     fn memories(&self) -> usize {
-        8
+        1
     }
 
     fn tables(&self) -> usize {
-        16
+        MAX_TABLES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with two one-page memories, in the binary format.
+    const TWO_MEMORIES: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+        0x05, 0x05, 0x02, 0x00, 0x01, 0x00, 0x01, // memory section: 2 x {min 1}
+    ];
+
+    fn instantiate(bytes: &[u8]) -> wasmtime::Result<()> {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, bytes)?;
+        let mut store = wasmtime::Store::new(&engine, MemoryCap::new(64 << 20));
+        store.limiter(|cap| cap);
+        wasmtime::Instance::new(&mut store, &module, &[]).map(drop)
+    }
+
+    #[test]
+    fn an_instance_may_have_one_memory_only() {
+        let err = instantiate(TWO_MEMORIES).unwrap_err();
+        assert!(format!("{err:#}").contains("memor"), "{err:#}");
+        // The same module with one memory instantiates.
+        let one = [&TWO_MEMORIES[..8], &[0x05, 0x03, 0x01, 0x00, 0x01]].concat();
+        instantiate(&one).unwrap();
+    }
+
+    #[test]
+    fn a_memory_may_not_start_or_grow_past_the_cap() {
+        let mut cap = MemoryCap::new(1 << 20);
+        assert!(wasmtime::ResourceLimiter::memory_growing(&mut cap, 0, 1 << 20, None).unwrap());
+        let err =
+            wasmtime::ResourceLimiter::memory_growing(&mut cap, 0, 2 << 20, None).unwrap_err();
+        assert!(err.downcast_ref::<MemoryLimitExceeded>().is_some());
+        assert!(
+            !wasmtime::ResourceLimiter::table_growing(&mut cap, 0, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
+        );
     }
 }

@@ -3,21 +3,20 @@
 
 use crate::bindings::TagPolicyPre;
 use crate::bindings::policy_engine::PluginInfo;
-use crate::bindings::tag_store::ScanRequest;
 use crate::bindings::types::Tag;
 use crate::entry::PluginStamp;
 use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::host::{Access, HostState};
 use crate::limits::Limits;
-use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagStore};
 use crate::runtime::Runtime;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The contract version prefix a plugin must report.
-pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.1.";
+pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.2.";
 
 /// The default plugin, built from `guest/` by the build and embedded here.
 pub const DEFAULT_PLUGIN_WASM: &[u8] =
@@ -131,6 +130,11 @@ impl Plugin {
     /// What the plugin reports about itself.
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// The limits the plugin runs under (those of the runtime it was loaded into).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Name, version and digest, as stamped on records.

@@ -1,7 +1,6 @@
 //! The two traits a registry implements to embed the engine: its tag store
 //! and its audit sink.
 
-use crate::bindings::tag_store::ScanRequest;
 use crate::bindings::types::{Policy, Tag};
 use crate::entry::AuditEntry;
 use serde_json::Value;
@@ -23,6 +22,20 @@ pub enum SinkError {
     /// policy already exists): deciding again may succeed.
     #[error("{0}")]
     Conflict(String),
+}
+
+/// Which tags a scan returns. The engine builds it from the policy of the call, so a
+/// plugin cannot scan outside that policy's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    /// The policy's namespace.
+    pub namespace: String,
+    /// The policy's repository, for a repository policy; every repository otherwise.
+    pub repository: Option<String>,
+    /// Only tags whose id is greater than this.
+    pub after_id: u64,
+    /// At most this many tags (1 to the engine's scan limit).
+    pub limit: u32,
 }
 
 /// One tag to make immutable during a retroactive run, with its entry.
@@ -122,6 +135,9 @@ pub enum Change {
         immutable: bool,
         /// Id of the alive tag being moved, if any; the commit must fail if it changed meanwhile.
         replaces: Option<u64>,
+        /// The policy-set version the push was decided at (`push-request.policy-version`);
+        /// the commit must fail with [`SinkError::Conflict`] if policies changed since.
+        policy_version: u64,
     },
     /// Set a tag's immutability (a manual change).
     SetImmutable {
@@ -136,7 +152,8 @@ pub enum Change {
     UpdatePolicy(Policy),
     /// Remove the policy with this uuid.
     DeletePolicy(String),
-    /// Delete these tags.
+    /// Delete these tags; the commit must fail with [`SinkError::Conflict`] if any is
+    /// no longer alive or is immutable now.
     DeleteTags(Vec<u64>),
     /// Delete a manifest and every tag on it.
     DeleteManifest {
@@ -146,8 +163,13 @@ pub enum Change {
         repository: String,
         /// Manifest digest.
         digest: String,
+        /// The alive tags on the manifest when the delete was decided. The commit must fail
+        /// with [`SinkError::Conflict`] if the manifest's alive tags are not exactly these,
+        /// or if any of them is immutable now.
+        tag_ids: Vec<u64>,
     },
-    /// Set an expiration time on these tags.
+    /// Set an expiration time on these tags; the commit must fail with
+    /// [`SinkError::Conflict`] if any is no longer alive or is immutable now.
     SetExpiration {
         /// Tag ids.
         tag_ids: Vec<u64>,

@@ -5,12 +5,11 @@
 use crate::bindings::policy_engine::{
     Granularity, PushDecision, PushRequest, RunOptions, RunTrigger,
 };
-use crate::bindings::tag_store::ScanRequest;
 use crate::bindings::types::{Actor, ActorKind, Policy, Scope, Tag};
 use crate::decide;
 use crate::error::EngineError;
 use crate::plugin::Plugin;
-use crate::registry::{MarkBatch, MarkImmutable, StoreError, TagStore};
+use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagStore};
 use std::sync::{Arc, Mutex};
 
 const NAMESPACE: &str = "tagguard-self-test";
@@ -107,6 +106,7 @@ pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
         manifest_digest: format!("sha256:{:064x}", 99),
         existing,
         policies: vec![policy.clone()],
+        policy_version: 1,
     };
     match decide::push(&generation, &push("latest", None))?.0 {
         PushDecision::Create(c) if c.immutable => {}

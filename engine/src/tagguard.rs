@@ -5,18 +5,18 @@
 //! generation atomically; calls in flight finish on the old one.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, Granularity, PluginInfo, PreviewReport, PushDecision,
-    PushRequest, RunOptions, RunSummary, RunTrigger,
+    DeleteDecision, Granularity, PluginInfo, PreviewReport, PushDecision, PushRequest, RunOptions,
+    RunSummary, RunTrigger,
 };
 use crate::bindings::types::{Actor, Policy, PolicyMatch, RecordKind, Tag};
 use crate::decide::{self, PolicyEvent};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::error::EngineError;
 use crate::generation::Generation;
-use crate::guard;
 use crate::host::CallState;
 use crate::plugin::Plugin;
 use crate::registry::{AuditSink, Change, SinkError, TagStore};
+use crate::removal::Removal;
 use crate::selftest;
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value, json};
@@ -30,7 +30,8 @@ pub const PLUGIN_SWAPPED: &str = "immutability_plugin_swapped";
 /// Engine settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// Tags per batch in retroactive runs.
+    /// Tags per batch in retroactive runs: 1 to the runtime's scan limit
+    /// (`RecordLimits::max_scan_limit`, 10,000 by default).
     pub batch_size: u32,
     /// One record per tag (default) or one per batch in retroactive runs.
     pub granularity: Granularity,
@@ -112,16 +113,34 @@ struct PluginHistory {
     next_id: u64,
 }
 
+impl Settings {
+    /// Checks the settings against the scan limit of the runtime they run in.
+    pub fn check(&self, max_scan_limit: u32) -> Result<(), EngineError> {
+        if self.batch_size == 0 || self.batch_size > max_scan_limit {
+            return Err(EngineError::InvalidSettings {
+                field: "batch_size",
+                reason: format!(
+                    "{} is outside 1..={max_scan_limit} (the scan limit: a scan never returns more)",
+                    self.batch_size
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl TagGuard {
-    /// A host for `plugin` over the registry's tag store and audit sink.
+    /// A host for `plugin` over the registry's tag store and audit sink; fails when a
+    /// setting is out of range.
     pub fn new(
         plugin: Plugin,
         store: Arc<dyn TagStore>,
         sink: Arc<dyn AuditSink>,
         settings: Settings,
-    ) -> Self {
+    ) -> Result<Self, EngineError> {
+        settings.check(plugin.limits().records.max_scan_limit)?;
         let first = Arc::new(plugin.generation(1, store.clone()));
-        TagGuard {
+        Ok(TagGuard {
             current: ArcSwap::new(first),
             plugins: Mutex::new(PluginHistory {
                 current: plugin,
@@ -132,7 +151,7 @@ impl TagGuard {
             sink,
             settings,
             runs: AtomicU64::new(0),
-        }
+        })
     }
 
     fn generation(&self) -> Arc<Generation> {
@@ -214,6 +233,7 @@ impl TagGuard {
                     manifest_digest: req.manifest_digest.clone(),
                     immutable: c.immutable,
                     replaces: req.existing.as_ref().map(|t| t.id),
+                    policy_version: req.policy_version,
                 };
                 self.commit(&generation, "on-push", change, staged)?;
                 Ok(PushOutcome::Created {
@@ -224,12 +244,14 @@ impl TagGuard {
         }
     }
 
-    /// Decides a delete or expiry; applies `then` when allowed, records the denial otherwise.
-    pub fn delete(&self, req: &DeleteRequest, then: Change) -> Result<DeleteOutcome, EngineError> {
+    /// Decides a delete or expiry; applies it when allowed, records the denial otherwise.
+    /// The change committed is derived from `removal`, so it is exactly what was decided;
+    /// the registry's commit refuses it ([`SinkError::Conflict`]) if a tag changed since.
+    pub fn delete(&self, removal: &Removal) -> Result<DeleteOutcome, EngineError> {
         let generation = self.generation();
-        match decide::delete(&generation, req)? {
+        match decide::delete(&generation, &removal.request())? {
             (DeleteDecision::Allow, _) => {
-                self.commit(&generation, "on-delete", then, Vec::new())?;
+                self.commit(&generation, "on-delete", removal.change(), Vec::new())?;
                 Ok(DeleteOutcome::Allowed)
             }
             (DeleteDecision::Deny(tag_ids), staged) => {
@@ -356,21 +378,11 @@ impl TagGuard {
                 Ok(summary)
             }
             Err(cause) => {
-                let valid = guard::run_summary(
-                    &options.run_id,
-                    policy,
-                    "failed",
-                    state.marked,
-                    &state.staged,
-                )
-                .is_ok();
-                let summary = if valid {
-                    state.staged.clone()
-                } else {
-                    vec![host_run_summary(
-                        generation, actor, policy, trigger, &options, &state, &cause,
-                    )]
-                };
+                // What the failed call staged is dropped (the contract's one rule for
+                // staged records); the host writes the failed summary from what it saw.
+                let summary = vec![host_run_summary(
+                    generation, actor, policy, trigger, &options, &state, &cause,
+                )];
                 // Every changed tag already carries its own record; the summary is added
                 // if it can be, and the error says so if it cannot.
                 let cause = match self.commit(generation, CALL, Change::None, summary) {
@@ -403,13 +415,17 @@ impl TagGuard {
         decide::explain(&self.generation(), tag_name, policies)
     }
 
-    /// How many mutable tags `policy` would make immutable, with a sample. Writes nothing.
+    /// How many mutable tags `candidate` would make immutable, with a sample. The
+    /// candidate is validated first and previewed as it would be stored, so the preview
+    /// agrees with creating it. Writes nothing.
     pub fn preview(
         &self,
-        policy: &Policy,
+        candidate: &Policy,
         sample_limit: u32,
     ) -> Result<PreviewReport, EngineError> {
-        decide::preview(&self.generation(), policy, sample_limit)
+        let generation = self.generation();
+        let policy = decide::validate_policy(&generation, candidate, &[])?;
+        decide::preview(&generation, &policy, sample_limit)
     }
 
     /// Replaces the serving plugin. The candidate must pass the self-test first; then
@@ -516,6 +532,7 @@ fn host_run_summary(
         "count": state.marked,
         "tags_affected_count": state.marked,
         "sample_tags": state.first_marked,
+        "batches": state.pages,
         "batch_size": options.batch_size,
         "granularity": match options.granularity {
             Granularity::PerTag => "per_tag",

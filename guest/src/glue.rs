@@ -57,12 +57,10 @@ macro_rules! export_policy_plugin {
 
                 fn scan(&mut self, r: &m::ScanRequest) -> Result<Vec<m::Tag>, String> {
                     let request = tag_store::ScanRequest {
-                        namespace: r.namespace.clone(),
-                        repository: r.repository.clone(),
                         after_id: r.after_id,
                         limit: r.limit,
                     };
-                    Ok(tag_store::scan(&request)?.into_iter().map(tag_in).collect())
+                    Ok(tag_store::scan(request)?.into_iter().map(tag_in).collect())
                 }
 
                 fn mark_immutable(&mut self, changes: Vec<m::TagChange>) -> Result<Vec<u64>, String> {
@@ -227,9 +225,9 @@ macro_rules! export_policy_plugin {
                 fn validate_policy(
                     candidate: t::Policy,
                     existing: Vec<t::Policy>,
-                ) -> Result<t::Policy, t::PolicyError> {
+                ) -> Result<String, t::PolicyError> {
                     with_plugin(|p, _| p.validate_policy(&policy_in(candidate), &policies_in(existing)))
-                        .map(policy_out)
+                        .map(|normalised| normalised.tag_pattern)
                         .map_err(policy_error_out)
                 }
 

@@ -53,8 +53,17 @@ impl PatternLanguage for RegexLanguage {
         })
     }
 
-    /// The pattern wrapped so that it must match the whole tag name.
+    /// The pattern wrapped so that it must match the whole tag name. The pattern is
+    /// parsed and printed back first, which drops `(?x)` comments and insignificant
+    /// white space: a comment would otherwise swallow the wrapper's closing `)$`.
     fn full_match_source(pattern: &str) -> Result<String, String> {
-        Ok(format!("^(?:{pattern})$"))
+        let ast = regex_syntax::ast::parse::Parser::new()
+            .parse(pattern)
+            .map_err(|e| e.to_string())?;
+        let mut body = String::with_capacity(pattern.len());
+        regex_syntax::ast::print::Printer::new()
+            .print(&ast, &mut body)
+            .map_err(|e| e.to_string())?;
+        Ok(format!("^(?:{body})$"))
     }
 }

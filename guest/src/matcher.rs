@@ -6,7 +6,8 @@
 //! pattern dialect `L` only decides how each pattern becomes regex source.
 
 use crate::language::{PatternLanguage, RegexLanguage};
-use crate::model::{Policy, PolicyMatch};
+use crate::model::{Policy, PolicyError, PolicyMatch};
+use crate::pattern::validate_pattern;
 use regex::{RegexSet, RegexSetBuilder};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -77,25 +78,27 @@ impl<L: PatternLanguage> Matcher<L> {
         self.sets.len()
     }
 
-    fn set_for(&mut self, policies: &[Policy]) -> Result<&RegexSet, String> {
+    /// The compiled set for `policies`. Each pattern is checked and trimmed exactly as
+    /// `validate-policy` does, so a bad pattern fails with the same error, naming the
+    /// pattern as written, and a padded pattern matches as the stored one does.
+    fn set_for(&mut self, policies: &[Policy]) -> Result<&RegexSet, PolicyError> {
         let key = key_of(policies);
         let hit = self
             .sets
             .get(&key)
             .is_some_and(|c| same_patterns(&c.patterns, policies));
         if !hit {
-            let does_not_compile = |e: &dyn std::fmt::Display| {
-                format!("policies: a tag pattern does not compile: {e}")
-            };
             let sources = policies
                 .iter()
-                .map(|p| L::full_match_source(&p.tag_pattern))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| does_not_compile(&e))?;
+                .map(|p| {
+                    let trimmed = validate_pattern::<L>(&p.tag_pattern)?;
+                    L::full_match_source(&trimmed).map_err(PolicyError::InvalidPattern)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let set = RegexSetBuilder::new(sources)
                 .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
                 .build()
-                .map_err(|e| does_not_compile(&e))?;
+                .map_err(|e| PolicyError::InvalidPattern(e.to_string()))?;
             self.compiles += 1;
             if self.sets.remove(&key).is_none() {
                 if self.order.len() >= SET_CACHE_CAPACITY
@@ -112,12 +115,16 @@ impl<L: PatternLanguage> Matcher<L> {
     }
 
     /// Compiles the set for `policies` now (a cache hit if it is already there).
-    pub fn prepare(&mut self, policies: &[Policy]) -> Result<(), String> {
+    pub fn prepare(&mut self, policies: &[Policy]) -> Result<(), PolicyError> {
         self.set_for(policies).map(|_| ())
     }
 
     /// Indices of the policies that fire for `tag`, in policy order.
-    pub fn firing_indices(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<usize>, String> {
+    pub fn firing_indices(
+        &mut self,
+        tag: &str,
+        policies: &[Policy],
+    ) -> Result<Vec<usize>, PolicyError> {
         if policies.is_empty() {
             return Ok(Vec::new());
         }
@@ -131,12 +138,16 @@ impl<L: PatternLanguage> Matcher<L> {
     }
 
     /// Whether any policy fires for `tag` (the tag is immutable under the set).
-    pub fn any_fires(&mut self, tag: &str, policies: &[Policy]) -> Result<bool, String> {
+    pub fn any_fires(&mut self, tag: &str, policies: &[Policy]) -> Result<bool, PolicyError> {
         Ok(!self.firing_indices(tag, policies)?.is_empty())
     }
 
     /// Every policy that fires for `tag`, with whether its pattern matched.
-    pub fn explain(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<PolicyMatch>, String> {
+    pub fn explain(
+        &mut self,
+        tag: &str,
+        policies: &[Policy],
+    ) -> Result<Vec<PolicyMatch>, PolicyError> {
         Ok(self
             .firing_indices(tag, policies)?
             .into_iter()
@@ -204,6 +215,37 @@ mod tests {
         assert_eq!(m.firing_indices("latest", &ps).unwrap(), [1, 2]);
         // no policies: nothing fires.
         assert!(!m.any_fires("latest", &[]).unwrap());
+    }
+
+    #[test]
+    fn a_padded_pattern_matches_as_its_trimmed_form_does() {
+        let mut m = Matcher::new();
+        assert!(m.any_fires("v1", &[policy("p", " v.* ", true)]).unwrap());
+        assert!(!m.any_fires("v1", &[policy("p", " v.* ", false)]).unwrap());
+    }
+
+    #[test]
+    fn a_verbose_pattern_with_a_comment_compiles_and_matches_in_full() {
+        let mut m = Matcher::new();
+        let p = [policy("p", "(?x)v1 # the first release", true)];
+        assert!(m.any_fires("v1", &p).unwrap());
+        assert!(!m.any_fires("v10", &p).unwrap());
+    }
+
+    #[test]
+    fn a_bad_pattern_fails_with_the_validation_error_on_the_pattern_as_written() {
+        let mut m = Matcher::new();
+        let err = m
+            .any_fires("v1", &[policy("p", "v[0-9", true)])
+            .unwrap_err();
+        let PolicyError::InvalidPattern(msg) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(msg.contains("v[0-9") && !msg.contains("^(?:"), "{msg}");
+        assert!(matches!(
+            m.any_fires("v1", &[policy("p", "a(?=b)", true)]),
+            Err(PolicyError::UnsupportedConstruct { position: 1, .. })
+        ));
     }
 
     #[test]

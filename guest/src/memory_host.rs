@@ -2,7 +2,7 @@
 //! audit log as plain vectors. Tests drive the plugin natively with it, and
 //! benchmarks use it as the native floor of the same logic.
 
-use crate::model::{AuditRecord, ScanRequest, Tag, TagChange};
+use crate::model::{AuditRecord, Policy, ScanRequest, Tag, TagChange};
 use crate::plugin::Host;
 
 /// Tags, staged and committed records in memory, with an optional failure of the
@@ -19,6 +19,11 @@ pub struct MemoryHost {
     pub scans: Vec<ScanRequest>,
     /// Fail the mark call with this index (0 = the first), if set.
     pub fail_mark_after: Option<usize>,
+    /// The call's scope, as the engine sets it from the call's policy: namespace, and
+    /// repository for a repository policy. Unscoped scans see every tag.
+    pub scope: Option<(String, Option<String>)>,
+    /// The largest page a scan returns, whatever the limit asked (a host's cap).
+    pub max_page: Option<u32>,
     marks: usize,
 }
 
@@ -45,6 +50,12 @@ impl MemoryHost {
             })
             .collect();
         Self::new(tags)
+    }
+
+    /// Scopes scans to `policy`, as the engine does for the call that applies it.
+    pub fn scoped_to(&mut self, policy: &Policy) -> &mut Self {
+        self.scope = Some((policy.namespace.clone(), policy.repository.clone()));
+        self
     }
 
     /// How many tags are immutable.
@@ -81,10 +92,11 @@ impl Host for MemoryHost {
         Ok(self.tags[start..]
             .iter()
             .filter(|t| {
-                t.namespace == r.namespace
-                    && r.repository.as_ref().is_none_or(|x| *x == t.repository)
+                self.scope.as_ref().is_none_or(|(ns, repo)| {
+                    t.namespace == *ns && repo.as_ref().is_none_or(|x| *x == t.repository)
+                })
             })
-            .take(r.limit as usize)
+            .take(r.limit.min(self.max_page.unwrap_or(u32::MAX)) as usize)
             .cloned()
             .collect())
     }

@@ -294,13 +294,9 @@ pub struct Preview {
     pub sample: Vec<Tag>,
 }
 
-/// A `tag-store.scan` request.
+/// A `tag-store.scan` request; its scope is the policy of the call, which the host knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanRequest {
-    /// Namespace.
-    pub namespace: String,
-    /// Optional repository.
-    pub repository: Option<String>,
     /// Exclusive lower id bound.
     pub after_id: u64,
     /// Page size.

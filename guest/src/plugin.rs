@@ -14,7 +14,7 @@ use crate::pattern::check_tag_name;
 use crate::records::{self, RunProgress, SAMPLE_TAGS};
 
 /// The contract every plugin built on this crate implements.
-pub const CONTRACT: &str = "tagguard:policy@0.1.0";
+pub const CONTRACT: &str = "tagguard:policy@0.2.0";
 
 /// The imports a plugin calls: the audit log and the tag store.
 pub trait Host {
@@ -53,6 +53,14 @@ fn tag_name_ok(name: &str) -> Result<(), Error> {
     check_tag_name(name).map_err(Error::InvalidTagName)
 }
 
+/// Checks the fields of every policy an export is given, as `validate-policy` does.
+fn policies_ok(policies: &[Policy]) -> Result<(), Error> {
+    policies
+        .iter()
+        .try_for_each(crate::policies::check_fields)
+        .map_err(Error::InvalidPolicy)
+}
+
 impl PolicyPlugin {
     /// The default plugin (regex dialect) with an empty pattern cache.
     pub fn new() -> Self {
@@ -73,9 +81,10 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
     /// Every policy that fires for `tag`.
     pub fn explain(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<PolicyMatch>, Error> {
         tag_name_ok(tag)?;
+        policies_ok(policies)?;
         self.matcher
             .explain(tag, policies)
-            .map_err(Error::InvalidArgument)
+            .map_err(Error::InvalidPolicy)
     }
 
     /// Decides a push and stages its record.
@@ -129,6 +138,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         host: &mut dyn Host,
         req: &DeleteRequest,
     ) -> Result<DeleteDecision, Error> {
+        policies_ok(&req.policies)?;
         let mut blocking = Vec::new();
         for tag in req.tags.iter().filter(|t| t.immutable) {
             let keeping = self.explain(&tag.name, &req.policies)?;
@@ -147,6 +157,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
 
     /// Stages `create_immutability_policy`.
     pub fn on_policy_created(&mut self, host: &mut dyn Host, policy: &Policy) -> Result<(), Error> {
+        policies_ok(std::slice::from_ref(policy))?;
         stage(host, records::policy_created(policy))
     }
 
@@ -157,6 +168,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         before: &Policy,
         after: &Policy,
     ) -> Result<(), Error> {
+        policies_ok(&[before.clone(), after.clone()])?;
         if before.uuid != after.uuid {
             return Err(Error::InvalidArgument(format!(
                 "after.uuid: {:?} does not match before.uuid {:?}",
@@ -168,6 +180,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
 
     /// Stages `delete_immutability_policy`.
     pub fn on_policy_deleted(&mut self, host: &mut dyn Host, policy: &Policy) -> Result<(), Error> {
+        policies_ok(std::slice::from_ref(policy))?;
         stage(host, records::policy_deleted(policy))
     }
 
@@ -185,17 +198,17 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         Ok(true)
     }
 
-    /// Compiles `policy` up front, so a bad pattern fails before any scan.
+    /// Checks and compiles `policy` up front, so a bad policy fails before any scan.
     fn prepare(&mut self, policy: &Policy) -> Result<(), Error> {
-        self.matcher
-            .prepare(std::slice::from_ref(policy))
-            .map_err(Error::InvalidArgument)
+        let one = std::slice::from_ref(policy);
+        policies_ok(one)?;
+        self.matcher.prepare(one).map_err(Error::InvalidPolicy)
     }
 
     fn fires(&mut self, tag: &str, policy: &Policy) -> Result<bool, Error> {
         self.matcher
             .any_fires(tag, std::slice::from_ref(policy))
-            .map_err(Error::InvalidArgument)
+            .map_err(Error::InvalidPolicy)
     }
 
     /// Applies `policy` to existing tags in batches; stages the run summary.
@@ -221,7 +234,9 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             sample_tags: Vec::new(),
             batches: 0,
         };
-        let outcome = self.run_batches(host, policy, trigger, options, &mut summary);
+        // On error the call's staged records are dropped and the host writes the
+        // failed summary, so only a completed run stages one.
+        self.run_batches(host, policy, trigger, options, &mut summary)?;
         let progress = RunProgress {
             run_id: &summary.run_id,
             trigger: trigger.as_str(),
@@ -230,11 +245,8 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             batches: summary.batches,
             batch_size: options.batch_size,
             granularity: options.granularity.as_str(),
-            error: outcome.as_ref().err().map(ToString::to_string),
         };
-        let staged = stage(host, records::run_summary(policy, &progress));
-        outcome?;
-        staged?;
+        stage(host, records::run_summary(policy, &progress))?;
         Ok(summary)
     }
 
@@ -247,11 +259,10 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         summary: &mut RunSummary,
     ) -> Result<(), Error> {
         let mut request = ScanRequest {
-            namespace: policy.namespace.clone(),
-            repository: policy.repository.clone(),
             after_id: 0,
             limit: options.batch_size,
         };
+        // Only an empty page ends a scan: the host may cap pages below the limit.
         loop {
             let tags = host.scan(&request).map_err(Error::Store)?;
             let Some(last) = tags.last() else { break };
@@ -268,15 +279,12 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
                 summary.count += changed.len() as u64;
                 let room = SAMPLE_TAGS.saturating_sub(summary.sample_tags.len());
                 if room > 0 {
-                    let names = tags
+                    let names = changed
                         .iter()
-                        .filter(|t| changed.contains(&t.id))
+                        .filter_map(|id| tags.iter().find(|t| t.id == *id))
                         .map(|t| t.name.clone());
                     summary.sample_tags.extend(names.take(room));
                 }
-            }
-            if tags.len() < options.batch_size as usize {
-                break;
             }
         }
         Ok(())
@@ -329,8 +337,6 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             sample: Vec::new(),
         };
         let mut request = ScanRequest {
-            namespace: policy.namespace.clone(),
-            repository: policy.repository.clone(),
             after_id: 0,
             limit: 500,
         };
@@ -338,7 +344,6 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             let tags = host.scan(&request).map_err(Error::Store)?;
             let Some(last) = tags.last() else { break };
             request.after_id = last.id;
-            let full = tags.len() == request.limit as usize;
             for tag in tags.into_iter().filter(|t| !t.immutable) {
                 if self.fires(&tag.name, policy)? {
                     preview.count += 1;
@@ -346,9 +351,6 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
                         preview.sample.push(tag);
                     }
                 }
-            }
-            if !full {
-                break;
             }
         }
         Ok(preview)

@@ -340,6 +340,7 @@ fn inverted_policy_marks_the_non_matching_tags_of_its_repository_only() {
         repository: Some("a".into()),
         ..ns_policy("p", "dev-.*", false)
     };
+    host.scoped_to(&policy);
     let s = run(&mut plugin, &mut host, &policy, 4).unwrap();
     let expected = host
         .tags
@@ -356,23 +357,32 @@ fn inverted_policy_marks_the_non_matching_tags_of_its_repository_only() {
 }
 
 #[test]
-fn a_failed_run_stages_a_failed_summary_with_the_count_so_far() {
+fn a_failed_run_returns_the_error_and_stages_no_summary() {
     let mut host = MemoryHost::with_tags(100, &["a"], |i| format!("v{i}"));
     host.fail_mark_after = Some(3);
     let mut plugin = PolicyPlugin::new();
     let err = run(&mut plugin, &mut host, &ns_policy("p", "v.*", true), 10).unwrap_err();
     assert_eq!(err, Error::Store("database is down".into()));
-    assert_eq!(host.immutable_count(), 30);
-    let summary = host.staged.last().unwrap();
-    assert_eq!(meta(summary, "status"), "failed");
-    assert_eq!(meta(summary, "count"), 30);
-    assert_eq!(meta(summary, "batches"), 4);
+    assert_eq!(host.immutable_count(), 30, "marks before the error stay");
     assert!(
-        meta(summary, "error")
-            .as_str()
-            .unwrap()
-            .contains("database is down")
+        host.staged.is_empty(),
+        "the host writes a failed run's summary"
     );
+}
+
+#[test]
+fn a_page_shorter_than_the_batch_size_is_not_the_end_of_a_run() {
+    let mut host = MemoryHost::with_tags(30, &["a"], |i| format!("v{i}"));
+    host.max_page = Some(4);
+    let mut plugin = PolicyPlugin::new();
+    let s = run(&mut plugin, &mut host, &ns_policy("p", "v.*", true), 10).unwrap();
+    assert_eq!(s.count, 30);
+    assert_eq!(s.batches, 8);
+    assert_eq!(host.immutable_count(), 30);
+    let p = plugin
+        .preview(&mut host, &ns_policy("q", "x.*", false), 3)
+        .unwrap();
+    assert_eq!(p.count, 0, "every tag is immutable now");
 }
 
 #[test]
@@ -386,8 +396,15 @@ fn run_rejects_bad_options_before_scanning() {
     let bad = ns_policy("p", "v[", true);
     assert!(matches!(
         run(&mut plugin, &mut host, &bad, 5),
-        Err(Error::InvalidArgument(_))
+        Err(Error::InvalidPolicy(PolicyError::InvalidPattern(_)))
     ));
+    let nameless = ns_policy("", "v.*", true);
+    assert_eq!(
+        run(&mut plugin, &mut host, &nameless, 5),
+        Err(Error::InvalidPolicy(PolicyError::MissingField(
+            "uuid".into()
+        )))
+    );
     assert!(host.scans.is_empty() && host.staged.is_empty());
 }
 

@@ -9,12 +9,9 @@ fn same_scope(a: &Policy, b: &Policy) -> bool {
     a.scope == b.scope && a.namespace == b.namespace && a.repository == b.repository
 }
 
-/// Checks `candidate`, whose pattern is of dialect `L`, and returns it normalised (pattern trimmed).
-/// `existing` may contain the candidate itself (an update); it is skipped by uuid.
-pub fn validate_policy<L: PatternLanguage>(
-    candidate: &Policy,
-    existing: &[Policy],
-) -> Result<Policy, PolicyError> {
+/// Checks the fields of a policy other than its pattern: uuid, namespace, and that
+/// scope and repository agree. Every export checks every policy it is given with this.
+pub fn check_fields(candidate: &Policy) -> Result<(), PolicyError> {
     if candidate.uuid.trim().is_empty() {
         return Err(PolicyError::MissingField("uuid".into()));
     }
@@ -37,6 +34,16 @@ pub fn validate_policy<L: PatternLanguage>(
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Checks `candidate`, whose pattern is of dialect `L`, and returns it normalised (pattern trimmed).
+/// `existing` may contain the candidate itself (an update); it is skipped by uuid.
+pub fn validate_policy<L: PatternLanguage>(
+    candidate: &Policy,
+    existing: &[Policy],
+) -> Result<Policy, PolicyError> {
+    check_fields(candidate)?;
     let pattern = validate_pattern::<L>(&candidate.tag_pattern)?;
     let normalised = Policy {
         tag_pattern: pattern,

@@ -192,17 +192,12 @@ pub struct RunProgress<'a> {
     pub batch_size: u32,
     /// `per_tag` or `per_batch`.
     pub granularity: &'a str,
-    /// The error that stopped the run, if it failed.
-    pub error: Option<String>,
 }
 
-/// `tags_made_immutable_by_policy`: the summary of a run, completed or failed.
+/// `tags_made_immutable_by_policy`: the summary of a completed run (the host writes
+/// the summary of a failed one).
 pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
-    let status = if progress.error.is_some() {
-        "failed"
-    } else {
-        "completed"
-    };
+    let status = "completed";
     let mut meta = object(json!({
         "run_id": progress.run_id,
         "trigger": progress.trigger,
@@ -216,9 +211,6 @@ pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
         "outcome": status,
     }));
     cause_fields(&mut meta, policy);
-    if let Some(err) = &progress.error {
-        meta.insert("error".into(), json!(err));
-    }
     AuditRecord {
         kind: RecordKind::TagsMadeImmutableByPolicy,
         namespace: policy.namespace.clone(),

@@ -8,6 +8,9 @@
 //!    per-batch record), and every run summary's count equals the tags its
 //!    run's records name.
 //!
+//! 3. No immutable tag is ever removed: deleted, moved away from, or deleted
+//!    with its manifest.
+//!
 //! It also checks the log is gap-free and its hash chain intact.
 
 use crate::db::{Db, LogRow};
@@ -32,7 +35,7 @@ fn claimed(row: &LogRow) -> usize {
     }
 }
 
-/// Checks both invariants, the sequence and the chain; returns every violation found.
+/// Checks the three invariants, the sequence and the chain; returns every violation found.
 pub fn check(db: &Db) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     db.with(|s| {
@@ -75,6 +78,12 @@ pub fn check(db: &Db) -> Result<(), Vec<String>> {
                     tag.namespace, tag.repository, tag.name, tag.id
                 )),
             }
+        }
+        for r in s.removals.iter().filter(|r| r.was_immutable) {
+            problems.push(format!(
+                "tag id {} was removed while it was immutable",
+                r.tag_id
+            ));
         }
         let mut per_run: HashMap<&str, usize> = HashMap::new();
         for row in log {

@@ -64,6 +64,16 @@ pub struct Transition {
     pub record_seq: Option<u64>,
 }
 
+/// A tag that stopped being alive (deleted, moved away from, or its manifest deleted),
+/// and whether it was immutable then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The tag.
+    pub tag_id: u64,
+    /// Whether it was immutable when it was removed (never allowed).
+    pub was_immutable: bool,
+}
+
 /// Everything the registry stores.
 #[derive(Default, Debug)]
 pub struct State {
@@ -71,10 +81,14 @@ pub struct State {
     pub tags: Vec<TagRow>,
     /// Policies.
     pub policies: Vec<Policy>,
+    /// The policy-set version: bumped by every policy change.
+    pub policy_version: u64,
     /// The audit log: append-only and hash-chained.
     pub log: AuditChain,
     /// Every real immutability change.
     pub transitions: Vec<Transition>,
+    /// Every tag removal.
+    pub removals: Vec<Removed>,
 }
 
 /// Injected faults: fail the k-th write from now, or every write while set.
@@ -200,6 +214,29 @@ impl State {
         self.tags[idx].alive.then_some(idx)
     }
 
+    /// Removes the alive tag at `idx`, noting whether it was immutable.
+    fn remove(&mut self, idx: usize) {
+        let tag = &mut self.tags[idx];
+        tag.alive = false;
+        self.removals.push(Removed {
+            tag_id: tag.id,
+            was_immutable: tag.immutable,
+        });
+    }
+
+    /// Indices of the alive tags on a manifest.
+    fn on_manifest(&self, namespace: &str, repository: &str, digest: &str) -> Vec<usize> {
+        (0..self.tags.len())
+            .filter(|&i| {
+                let t = &self.tags[i];
+                t.alive
+                    && t.namespace == namespace
+                    && t.repository == repository
+                    && t.manifest_digest == digest
+            })
+            .collect()
+    }
+
     /// Checks that `change` can be applied, without applying it.
     fn check(&self, change: &Change) -> Result<(), SinkError> {
         let alive = |id: u64| {
@@ -212,8 +249,15 @@ impl State {
                 repository,
                 name,
                 replaces,
+                policy_version,
                 ..
             } => {
+                if *policy_version != self.policy_version {
+                    return Err(SinkError::Conflict(format!(
+                        "the push of {name} was decided at policy version {policy_version}, the policies are at version {} now",
+                        self.policy_version
+                    )));
+                }
                 let current = self.tags.iter().find(|t| {
                     t.alive
                         && &t.namespace == namespace
@@ -239,6 +283,32 @@ impl State {
                     if self.tags[alive(*id)?].immutable {
                         return Err(SinkError::Conflict(format!(
                             "tag id {id} became immutable meanwhile"
+                        )));
+                    }
+                }
+            }
+            Change::DeleteManifest {
+                namespace,
+                repository,
+                digest,
+                tag_ids,
+            } => {
+                let now: Vec<u64> = self
+                    .on_manifest(namespace, repository, digest)
+                    .into_iter()
+                    .map(|i| self.tags[i].id)
+                    .collect();
+                let mut decided = tag_ids.clone();
+                decided.sort_unstable();
+                if now != decided {
+                    return Err(SinkError::Conflict(format!(
+                        "the tags on manifest {digest} changed while its delete was decided"
+                    )));
+                }
+                for id in tag_ids {
+                    if self.tags[alive(*id)?].immutable {
+                        return Err(SinkError::Conflict(format!(
+                            "tag id {id} on manifest {digest} became immutable meanwhile"
                         )));
                     }
                 }
@@ -269,9 +339,10 @@ impl State {
                 manifest_digest,
                 immutable,
                 replaces,
+                ..
             } => {
                 if let Some(idx) = replaces.and_then(|id| self.alive_idx(id)) {
-                    self.tags[idx].alive = false;
+                    self.remove(idx);
                 }
                 let id = self.tags.last().map_or(1, |t| t.id + 1);
                 self.tags.push(TagRow {
@@ -301,7 +372,7 @@ impl State {
             Change::DeleteTags(ids) => {
                 for id in ids {
                     if let Some(idx) = self.alive_idx(id) {
-                        self.tags[idx].alive = false;
+                        self.remove(idx);
                     }
                 }
             }
@@ -309,14 +380,10 @@ impl State {
                 namespace,
                 repository,
                 digest,
+                ..
             } => {
-                for t in self.tags.iter_mut().filter(|t| {
-                    t.alive
-                        && t.namespace == namespace
-                        && t.repository == repository
-                        && t.manifest_digest == digest
-                }) {
-                    t.alive = false;
+                for idx in self.on_manifest(&namespace, &repository, &digest) {
+                    self.remove(idx);
                 }
             }
             Change::SetExpiration {
@@ -329,13 +396,20 @@ impl State {
                     }
                 }
             }
-            Change::InsertPolicy(p) => self.policies.push(p),
+            Change::InsertPolicy(p) => {
+                self.policies.push(p);
+                self.policy_version += 1;
+            }
             Change::UpdatePolicy(p) => {
                 if let Some(slot) = self.policies.iter_mut().find(|x| x.uuid == p.uuid) {
                     *slot = p;
                 }
+                self.policy_version += 1;
             }
-            Change::DeletePolicy(uuid) => self.policies.retain(|p| p.uuid != uuid),
+            Change::DeletePolicy(uuid) => {
+                self.policies.retain(|p| p.uuid != uuid);
+                self.policy_version += 1;
+            }
             _ => {}
         }
     }

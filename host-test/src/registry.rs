@@ -3,13 +3,15 @@
 //! permissions.
 
 use crate::db::{Db, LogRow, TagRow, names_tag};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tagguard_engine::audit::{ExportFormat, TagHistory, export, tag_history};
 use tagguard_engine::{
-    Actor, ActorKind, Change, DeleteOperation, DeleteOutcome, DeleteRequest, EngineError, Plugin,
-    Policy, PolicyOutcome, PushOutcome, PushRequest, RunSummary, RunTrigger, Scope, Settings,
-    TagGuard,
+    Actor, ActorKind, DeleteOutcome, EngineError, Plugin, Policy, PolicyOutcome, PushOutcome,
+    PushRequest, Removal, RemovalAction, RunSummary, RunTrigger, Scope, Settings, TagGuard,
 };
+
+/// How many times a push is decided again when policies or the tag changed meanwhile.
+pub const PUSH_ATTEMPTS: usize = 8;
 
 /// The error code a registry answers a denied operation on an immutable tag with (HTTP 409).
 pub const TAG_IMMUTABLE: &str = "TAG_IMMUTABLE";
@@ -80,9 +82,10 @@ pub struct Registry {
     db: Arc<Db>,
     guard: TagGuard,
     next_policy: std::sync::atomic::AtomicU64,
-    /// Pushes decide under a read lock, policy changes and their runs under the write
-    /// lock, so a push never commits a decision made against an outdated policy set.
-    policy_gate: RwLock<()>,
+    /// Serialises policy changes (and their runs) among themselves. Pushes never wait
+    /// for it: a push decided against an older policy set is refused at commit
+    /// (`Conflict`) and decided again.
+    policy_changes: Mutex<()>,
 }
 
 /// A policy to create: the fields a registry API takes.
@@ -127,20 +130,31 @@ impl NewPolicy {
 }
 
 impl Registry {
-    /// A fresh registry running `plugin`.
+    /// A fresh registry running `plugin`. Panics on settings out of range (test setup;
+    /// [`Registry::try_with_db`] reports them).
     pub fn new(plugin: Plugin, settings: Settings) -> Self {
         Self::with_db(plugin, settings, Arc::new(Db::new()))
     }
 
     /// A registry over an existing database (a restart after a crash, for instance).
+    /// Panics on settings out of range.
     pub fn with_db(plugin: Plugin, settings: Settings, db: Arc<Db>) -> Self {
-        let guard = TagGuard::new(plugin, db.clone(), db.clone(), settings);
-        Registry {
+        Self::try_with_db(plugin, settings, db).expect("settings in range")
+    }
+
+    /// A registry over `db`, or the engine's error for settings out of range.
+    pub fn try_with_db(
+        plugin: Plugin,
+        settings: Settings,
+        db: Arc<Db>,
+    ) -> Result<Self, EngineError> {
+        let guard = TagGuard::new(plugin, db.clone(), db.clone(), settings)?;
+        Ok(Registry {
             db,
             guard,
             next_policy: 1.into(),
-            policy_gate: RwLock::new(()),
-        }
+            policy_changes: Mutex::new(()),
+        })
     }
 
     /// The database (for assertions and fault injection).
@@ -153,12 +167,10 @@ impl Registry {
         &self.guard
     }
 
-    fn reading(&self) -> RwLockReadGuard<'_, ()> {
-        self.policy_gate.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn writing(&self) -> RwLockWriteGuard<'_, ()> {
-        self.policy_gate.write().unwrap_or_else(|p| p.into_inner())
+    fn changing_policies(&self) -> MutexGuard<'_, ()> {
+        self.policy_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The alive tag `namespace/repository:name`.
@@ -178,15 +190,22 @@ impl Registry {
 
     /// Every policy of `namespace` that applies to `repository`: its own and the namespace's.
     pub fn policies_in_scope(&self, namespace: &str, repository: &str) -> Vec<Policy> {
+        self.versioned_policies(namespace, repository).0
+    }
+
+    /// The policies in scope and the policy-set version they were read at, in one read.
+    fn versioned_policies(&self, namespace: &str, repository: &str) -> (Vec<Policy>, u64) {
         self.db.with(|s| {
-            s.policies
+            let policies = s
+                .policies
                 .iter()
                 .filter(|p| {
                     p.namespace == namespace
                         && p.repository.as_deref().is_none_or(|r| r == repository)
                 })
                 .cloned()
-                .collect()
+                .collect();
+            (policies, s.policy_version)
         })
     }
 
@@ -198,6 +217,9 @@ impl Registry {
     }
 
     /// Pushes `tag` to `digest`: creates it, or moves it if it exists and is mutable.
+    /// A push that conflicts with a change committed while it was decided (a policy
+    /// change, the tag moved or made immutable) is decided again, up to
+    /// [`PUSH_ATTEMPTS`] times.
     pub fn push(
         &self,
         actor: &Actor,
@@ -206,44 +228,51 @@ impl Registry {
         tag: &str,
         digest: &str,
     ) -> Result<bool, RegistryError> {
-        let _gate = self.reading();
-        let req = PushRequest {
-            actor: actor.clone(),
-            namespace: namespace.into(),
-            repository: repository.into(),
-            tag_name: tag.into(),
-            manifest_digest: digest.into(),
-            existing: self.tag(namespace, repository, tag).map(|t| t.to_tag()),
-            policies: self.policies_in_scope(namespace, repository),
-        };
-        match self.guard.push(&req)? {
-            PushOutcome::Created { immutable, .. } => Ok(immutable),
-            PushOutcome::Denied { .. } => Err(RegistryError::TagImmutable {
-                code: TAG_IMMUTABLE,
-                operation: "push",
-                tag: tag.into(),
-            }),
+        let mut attempt = 1;
+        loop {
+            let (policies, policy_version) = self.versioned_policies(namespace, repository);
+            let req = PushRequest {
+                actor: actor.clone(),
+                namespace: namespace.into(),
+                repository: repository.into(),
+                tag_name: tag.into(),
+                manifest_digest: digest.into(),
+                existing: self.tag(namespace, repository, tag).map(|t| t.to_tag()),
+                policies,
+                policy_version,
+            };
+            match self.guard.push(&req) {
+                Ok(PushOutcome::Created { immutable, .. }) => return Ok(immutable),
+                Ok(PushOutcome::Denied { .. }) => {
+                    return Err(RegistryError::TagImmutable {
+                        code: TAG_IMMUTABLE,
+                        operation: "push",
+                        tag: tag.into(),
+                    });
+                }
+                Err(EngineError::Conflict { .. }) if attempt < PUSH_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
     fn decide_removal(
         &self,
         actor: &Actor,
-        operation: DeleteOperation,
         rows: Vec<TagRow>,
-        then: Change,
+        action: RemovalAction,
         label: &'static str,
     ) -> Result<(), RegistryError> {
         let Some(first) = rows.first() else {
             return Err(RegistryError::NotFound("no alive tag".into()));
         };
-        let req = DeleteRequest {
+        let removal = Removal {
             actor: actor.clone(),
-            operation,
             policies: self.policies_in_scope(&first.namespace, &first.repository),
             tags: rows.iter().map(TagRow::to_tag).collect(),
+            action,
         };
-        match self.guard.delete(&req, then)? {
+        match self.guard.delete(&removal)? {
             DeleteOutcome::Allowed => Ok(()),
             DeleteOutcome::Denied { tag_ids } => {
                 let names: Vec<_> = rows
@@ -279,8 +308,7 @@ impl Registry {
         tag: &str,
     ) -> Result<(), RegistryError> {
         let row = self.existing(namespace, repository, tag)?;
-        let then = Change::DeleteTags(vec![row.id]);
-        self.decide_removal(actor, DeleteOperation::DeleteTag, vec![row], then, "delete")
+        self.decide_removal(actor, vec![row], RemovalAction::DeleteTags, "delete")
     }
 
     /// Deletes a manifest by digest, with every alive tag on it.
@@ -308,16 +336,10 @@ impl Registry {
                 "manifest {digest} in {namespace}/{repository}"
             )));
         }
-        let then = Change::DeleteManifest {
-            namespace: namespace.into(),
-            repository: repository.into(),
-            digest: digest.into(),
-        };
         self.decide_removal(
             actor,
-            DeleteOperation::DeleteManifest,
             rows,
-            then,
+            RemovalAction::DeleteManifest,
             "delete_manifest",
         )
     }
@@ -332,17 +354,10 @@ impl Registry {
         expires_at: &str,
     ) -> Result<(), RegistryError> {
         let row = self.existing(namespace, repository, tag)?;
-        let then = Change::SetExpiration {
-            tag_ids: vec![row.id],
+        let action = RemovalAction::SetExpiration {
             expires_at: expires_at.into(),
         };
-        self.decide_removal(
-            actor,
-            DeleteOperation::SetExpiration,
-            vec![row],
-            then,
-            "set_expiration",
-        )
+        self.decide_removal(actor, vec![row], action, "set_expiration")
     }
 
     /// Sets a tag's immutability by hand. Clearing it needs an admin.
@@ -402,7 +417,7 @@ impl Registry {
         actor: &Actor,
         new: &NewPolicy,
     ) -> Result<PolicyOutcome, RegistryError> {
-        let _gate = self.writing();
+        let _changing = self.changing_policies();
         let candidate = self.candidate(new);
         let existing = self.namespace_policies(&new.namespace);
         if existing.iter().any(|p| p.uuid == candidate.uuid) {
@@ -422,7 +437,7 @@ impl Registry {
         pattern: &str,
         matches: bool,
     ) -> Result<PolicyOutcome, RegistryError> {
-        let _gate = self.writing();
+        let _changing = self.changing_policies();
         let before = self.policy(uuid)?;
         let candidate = Policy {
             tag_pattern: pattern.into(),
@@ -437,7 +452,7 @@ impl Registry {
 
     /// Applies a stored policy again (after a failed run, for example).
     pub fn reapply_policy(&self, actor: &Actor, uuid: &str) -> Result<RunSummary, RegistryError> {
-        let _gate = self.writing();
+        let _changing = self.changing_policies();
         let policy = self.policy(uuid)?;
         Ok(self
             .guard
@@ -446,7 +461,7 @@ impl Registry {
 
     /// Deletes a policy. Tags stay immutable.
     pub fn delete_policy(&self, actor: &Actor, uuid: &str) -> Result<(), RegistryError> {
-        let _gate = self.writing();
+        let _changing = self.changing_policies();
         let policy = self.policy(uuid)?;
         Ok(self.guard.delete_policy(actor, &policy)?)
     }

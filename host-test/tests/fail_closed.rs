@@ -223,6 +223,7 @@ fn a_decision_made_against_a_state_that_changed_meanwhile_is_a_conflict_and_chan
         manifest_digest: "sha256:b".into(),
         existing: None,
         policies: reg.policies_in_scope("org", "repo"),
+        policy_version: reg.db().with(|s| s.policy_version),
     };
     let err = reg.guard().push(&stale).unwrap_err();
     assert!(

@@ -163,13 +163,41 @@ fn a_panic_is_a_guest_trap_carrying_the_plugins_message() {
 }
 
 #[test]
-fn a_100_mb_record_hits_the_memory_cap_or_the_record_cap() {
+fn a_trap_reports_only_what_the_failing_call_wrote_to_stderr() {
+    let runtime = runtime_with(limits());
+    let reg = Registry::new(hostile(&runtime, "panic").unwrap(), Settings::default());
+    // `explain` writes a note to stderr and returns; its instance goes back to the pool.
+    reg.guard().explain("latest", &[]).unwrap();
+    assert_eq!(reg.guard().pooled_instances(), 1);
+    let err = engine_error(
+        reg.push(&user("alice"), "org", "repo", "latest", "sha256:a")
+            .unwrap_err(),
+    );
+    let EngineError::GuestTrap { message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(message.contains("deliberate panic in on-push"), "{message}");
+    assert!(!message.contains("stale note"), "{message}");
+}
+
+#[test]
+fn a_40_mib_record_is_refused_before_the_host_copies_it() {
+    // It fits in the plugin's 64 MiB memory; the import call's byte budget stops it.
     let runtime = runtime_with(memory_limits());
     let (_, err, _) = failing_push(&runtime, hostile(&runtime, "huge-record").unwrap());
-    assert!(matches!(err, EngineError::MemoryLimit { .. }), "{err}");
-    // With room for it in memory, the record itself is refused by the size cap.
+    let EngineError::GuestTrap { message, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        message.contains("hostcalls has been exhausted"),
+        "{message}"
+    );
+    // With a larger call budget, the record itself is refused by the size cap.
     let roomy = runtime_with(Limits {
-        memory_bytes: 512 << 20,
+        records: tagguard_engine::RecordLimits {
+            max_call_bytes: 48 << 20,
+            ..Default::default()
+        },
         ..memory_limits()
     });
     let (_, err, _) = failing_push(&roomy, hostile(&roomy, "huge-record").unwrap());

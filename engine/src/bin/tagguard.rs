@@ -78,7 +78,7 @@ fn main() -> Result<()> {
         }
         Command::Explain { tag, patterns } => {
             let offline = Arc::new(Offline);
-            let guard = TagGuard::new(plugin, offline.clone(), offline, Settings::default());
+            let guard = TagGuard::new(plugin, offline.clone(), offline, Settings::default())?;
             let mut policies: Vec<Policy> = Vec::new();
             for (i, raw) in patterns.iter().enumerate() {
                 let (pattern, matches) = match raw.strip_prefix('!') {

@@ -40,8 +40,8 @@ pub fn run(mode: &Mode, plugin: &Plugin) -> Result<Vec<Row>> {
         store.clone(),
         storing.clone(),
         Settings::default(),
-    );
-    let dropped = TagGuard::new(plugin.clone(), store, dropping, Settings::default());
+    )?;
+    let dropped = TagGuard::new(plugin.clone(), store, dropping, Settings::default())?;
     // Even tags of the workload match the semver policy; odd ones match none.
     let recorded = engine_pushes(&actor, set, (0..ROTATION).map(|k| 2 * k));
     let unrecorded = engine_pushes(&actor, set, (0..ROTATION).map(|k| 2 * k + 1));

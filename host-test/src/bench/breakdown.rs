@@ -72,7 +72,7 @@ pub fn run(mode: &Mode, plugin: &Plugin) -> Result<String> {
         Arc::new(NoTags),
         Arc::new(DroppingSink::default()),
         Settings::default(),
-    );
+    )?;
     let recorded = engine_pushes(&actor, PolicySet::Ten, (0..ROTATION).map(|k| 2 * k));
     let unrecorded = engine_pushes(&actor, PolicySet::Ten, (0..ROTATION).map(|k| 2 * k + 1));
     let bare: Vec<_> = unrecorded

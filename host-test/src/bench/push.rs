@@ -32,7 +32,7 @@ fn measure(mode: &Mode, plugin: &Plugin, set: PolicySet) -> Result<Latencies> {
         store.clone(),
         sink.clone(),
         Settings::default(),
-    );
+    )?;
     let requests = engine_pushes(&actor, set, 0..ROTATION);
     let native_requests = guest_pushes(set, 0..ROTATION);
     let mut native = PolicyPlugin::new();
@@ -56,7 +56,7 @@ fn measure(mode: &Mode, plugin: &Plugin, set: PolicySet) -> Result<Latencies> {
                 store.clone(),
                 sink.clone(),
                 Settings::default(),
-            );
+            )?;
             black_box(fresh.push(&requests[i % ROTATION])?);
             Ok(())
         }),

@@ -173,10 +173,10 @@ pub fn run(mode: &Mode, plugin: &Plugin, notes: &mut Vec<String>) -> Result<Vec<
         Arc::new(NoTags),
         Arc::new(DroppingSink::default()),
         Settings::default(),
-    );
+    )?;
     let tags: Vec<String> = (0..mode.quay_tags).map(tag_name).collect();
     let store = Arc::new(VecStore::new(NAMESPACE, REPOSITORY, tags.iter().cloned()));
-    let scanner = TagGuard::new(plugin.clone(), store.clone(), store, Settings::default());
+    let scanner = TagGuard::new(plugin.clone(), store.clone(), store, Settings::default())?;
     let sets = [PolicySet::One, PolicySet::Ten];
     tagguard_pass(&guard, &tags[..tags.len().min(1_000)], PolicySet::Ten)?;
     preview_pass(&scanner, tags.len())?;

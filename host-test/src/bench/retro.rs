@@ -169,7 +169,7 @@ pub fn child(case: Case, tags: usize) -> Result<()> {
             let runtime = Runtime::new()?;
             let plugin = Plugin::default_plugin(&runtime)?;
             let store = Arc::new(VecStore::new(NAMESPACE, REPOSITORY, names));
-            let guard = TagGuard::new(plugin, store.clone(), store.clone(), settings(case));
+            let guard = TagGuard::new(plugin, store.clone(), store.clone(), settings(case))?;
             let seeded = vm_kib("VmRSS")?;
             let policy = PolicySet::One.engine().remove(0);
             let start = Instant::now();

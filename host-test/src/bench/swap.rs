@@ -26,13 +26,14 @@ const BAR_THROUGHPUT: f64 = 0.9;
 /// How often the swapping thread swaps.
 const SWAP_EVERY: Duration = Duration::from_millis(100);
 
-fn guard_for(plugin: Plugin) -> TagGuard {
+fn guard_for(plugin: Plugin) -> Result<TagGuard> {
     TagGuard::new(
         plugin,
         Arc::new(NoTags),
         Arc::new(DroppingSink::default()),
         Settings::default(),
     )
+    .map_err(Into::into)
 }
 
 /// Loads the `i`-th candidate (glob plugin on even `i`, default plugin on odd) and swaps
@@ -122,8 +123,8 @@ pub fn run(
         no_cache: true,
         ..RuntimeConfig::default()
     })?;
-    let warm_guard = guard_for(plugin.clone());
-    let cold_guard = guard_for(Plugin::default_plugin(&cold_runtime)?);
+    let warm_guard = guard_for(plugin.clone())?;
+    let cold_guard = guard_for(Plugin::default_plugin(&cold_runtime)?)?;
     let (mut total, mut alone, mut cold) = (Vec::new(), Vec::new(), Vec::new());
     let cold_every = (mode.swaps / mode.cold_swaps.max(1)).max(1);
     for i in 0..mode.swaps {
@@ -137,7 +138,7 @@ pub fn run(
     let (total, alone, cold) = (median_of(&total), median_of(&alone), median_of(&cold));
 
     let requests = engine_pushes(&user("ci"), PolicySet::Ten, 0..ROTATION);
-    let tp_guard = guard_for(plugin.clone());
+    let tp_guard = guard_for(plugin.clone())?;
     window(&tp_guard, plugin, &requests, mode.window / 4, false)?;
     let (mut quiet, mut busy, mut swaps) = (Vec::new(), Vec::new(), 0u64);
     for w in 0..2 * mode.windows {

@@ -98,6 +98,7 @@ pub fn engine_pushes(
             manifest_digest: format!("sha256:{i:064x}"),
             existing: None,
             policies: policies.clone(),
+            policy_version: 0,
         })
         .collect()
 }

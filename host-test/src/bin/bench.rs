@@ -7,6 +7,8 @@
 mod audit;
 #[path = "../bench/breakdown.rs"]
 mod breakdown;
+#[path = "../bench/during_run.rs"]
+mod during_run;
 #[path = "../bench/hosts.rs"]
 mod hosts;
 #[path = "../bench/load.rs"]
@@ -66,6 +68,8 @@ enum Section {
     Load,
     /// Where the time goes: the parts of a push and of a run record.
     Breakdown,
+    /// Push latency while a retroactive run is in progress.
+    DuringRun,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +163,11 @@ fn main() -> Result<()> {
         swap::run(&mode, &runtime, &plugin, &mut notes)
     })?;
     run.section(Section::Load, "plugin load", || load::run(&mode))?;
+    run.section(
+        Section::DuringRun,
+        "pushes during a retroactive run",
+        || during_run::run(&mode, &plugin),
+    )?;
     let mut parts = None;
     run.section(Section::Breakdown, "where the time goes", || {
         parts = Some(breakdown::run(&mode, &plugin)?);

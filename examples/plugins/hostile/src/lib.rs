@@ -7,9 +7,15 @@
 //! - `memory-bomb`: `on-push` allocates without bound;
 //! - `recursion`: `on-push` recurses without bound;
 //! - `panic`: `on-push` panics;
-//! - `huge-record`: `on-push` stages a 100 MB record;
+//! - `huge-record`: `on-push` stages a 40 MiB record, which fits in its memory;
 //! - `filesystem`: reads a file, so the component imports `wasi:filesystem`;
-//! - `wrong-world`: exports a different world altogether.
+//! - `wrong-world`: exports a different world altogether;
+//! - `liar`: tells one lie per call, chosen by the policy uuid or tag name it is
+//!   given (see [`policy::Lie`]), so one component tries every false claim the
+//!   host must catch.
+//!
+//! Every variant also writes a note to stderr in `explain`, so a later trap
+//! shows whether the host reports only the failing call's stderr.
 #![cfg(target_family = "wasm")]
 
 #[cfg(feature = "wrong-world")]
@@ -38,6 +44,74 @@ mod policy {
     use tagguard::policy::types as t;
     use tagguard::policy::{audit_log, tag_store};
 
+    /// The lies of the `liar` variant, each triggered by a policy uuid or tag name.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum Lie {
+        /// validate-policy (policy uuid `rewrite`): returns another pattern.
+        Rewrite,
+        /// run (uuid `rescan`): scans page 1 again and again.
+        Rescan,
+        /// run (uuid `stuck`): scans past the end forever.
+        Stuck,
+        /// run (uuid `foreign-mark`): marks ids its scans never returned.
+        ForeignMark,
+        /// run (uuid `flip-record`): per-tag records say `previous_immutable: true`.
+        FlipRecord,
+        /// run (uuid `batch-elsewhere`): the per-batch record is in another namespace.
+        BatchElsewhere,
+        /// run (uuid `short-page`): stops after the first page and claims completion.
+        ShortPage,
+        /// run (uuid `forged-sample`): the summary names tags that did not change.
+        ForgedSample,
+        /// run (uuid `forged-batches`): the summary claims more pages than it scanned.
+        ForgedBatches,
+        /// run (uuid `summary-then-error`): stages a completed summary, then fails.
+        SummaryThenError,
+        /// preview (uuid `preview-lie`): reports a sample tag from another namespace.
+        PreviewLie,
+        /// push (tag `wrong-cause`): the record names a policy that did not fire.
+        WrongCause,
+        /// push (tag `phantom`) and explain: reports a policy it was not given.
+        Phantom,
+        /// delete (tag `dup-deny`): denies the same tag id twice, with two records.
+        DupDeny,
+    }
+
+    /// The lie this call tells: only the `liar` variant lies, and only when asked to.
+    fn lie(key: &str) -> Option<Lie> {
+        if !cfg!(feature = "liar") {
+            return None;
+        }
+        Some(match key {
+            "rewrite" => Lie::Rewrite,
+            "rescan" => Lie::Rescan,
+            "stuck" => Lie::Stuck,
+            "foreign-mark" => Lie::ForeignMark,
+            "flip-record" => Lie::FlipRecord,
+            "batch-elsewhere" => Lie::BatchElsewhere,
+            "short-page" => Lie::ShortPage,
+            "forged-sample" => Lie::ForgedSample,
+            "forged-batches" => Lie::ForgedBatches,
+            "summary-then-error" => Lie::SummaryThenError,
+            "preview-lie" => Lie::PreviewLie,
+            "wrong-cause" => Lie::WrongCause,
+            "phantom" => Lie::Phantom,
+            "dup-deny" => Lie::DupDeny,
+            _ => return None,
+        })
+    }
+
+    fn phantom_policy() -> t::Policy {
+        t::Policy {
+            uuid: "phantom".into(),
+            scope: t::Scope::Namespace,
+            namespace: "org".into(),
+            repository: None,
+            tag_pattern: ".*".into(),
+            tag_pattern_matches: true,
+        }
+    }
+
     fn fires(tag: &str, policies: &[t::Policy]) -> Vec<t::PolicyMatch> {
         policies
             .iter()
@@ -64,6 +138,20 @@ mod policy {
             metadata_json: meta.to_string(),
         };
         audit_log::append(&entry).map_err(t::Error::Audit)
+    }
+
+    /// A 40 MiB metadata text built in one allocation, so it fits under a 64 MiB cap.
+    fn huge_metadata(tag: &str) -> String {
+        let padding = 40 << 20;
+        let mut text = String::with_capacity(padding + 256);
+        text.push_str("{\"tag\":\"");
+        text.push_str(tag);
+        text.push_str("\",\"padding\":\"");
+        for _ in 0..padding / 64 {
+            text.push_str("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        }
+        text.push_str("\"}");
+        text
     }
 
     fn fault_in_push() {
@@ -103,11 +191,11 @@ mod policy {
         fn validate_policy(
             candidate: t::Policy,
             _existing: Vec<t::Policy>,
-        ) -> Result<t::Policy, t::PolicyError> {
-            Ok(t::Policy {
-                tag_pattern: candidate.tag_pattern.trim().into(),
-                ..candidate
-            })
+        ) -> Result<String, t::PolicyError> {
+            if lie(&candidate.uuid) == Some(Lie::Rewrite) {
+                return Ok(".*".into());
+            }
+            Ok(candidate.tag_pattern.trim().into())
         }
 
         fn on_push(r: pe::PushRequest) -> Result<pe::PushDecision, t::Error> {
@@ -122,21 +210,40 @@ mod policy {
                 stage(t::RecordKind::TagImmutabilityDenied, ns, repo, tag, meta)?;
                 return Ok(pe::PushDecision::Deny(fires(&r.tag_name, &r.policies)));
             }
-            let matched = fires(&r.tag_name, &r.policies);
+            let mut matched = fires(&r.tag_name, &r.policies);
+            if lie(&r.tag_name) == Some(Lie::Phantom) {
+                matched.push(t::PolicyMatch {
+                    policy: phantom_policy(),
+                    pattern_matched: true,
+                });
+            }
             let Some(first) = matched.first() else {
                 return Ok(pe::PushDecision::Create(pe::CreateDecision {
                     immutable: false,
                     matched,
                 }));
             };
-            let mut meta = json!({
+            let cause = if lie(&r.tag_name) == Some(Lie::WrongCause) {
+                "not-a-policy".to_string()
+            } else {
+                first.policy.uuid.clone()
+            };
+            let meta = json!({
                 "tag": r.tag_name, "manifest_digest": r.manifest_digest, "previous_immutable": false,
-                "immutable": true, "trigger": "push", "policy_uuid": first.policy.uuid,
+                "immutable": true, "trigger": "push", "policy_uuid": cause,
             });
             if cfg!(feature = "huge-record") {
-                meta["padding"] = json!("x".repeat(100 << 20));
+                let entry = t::AuditRecord {
+                    kind: t::RecordKind::TagMadeImmutableByPolicy,
+                    namespace: ns.into(),
+                    repository: repo.map(Into::into),
+                    tag: tag.map(Into::into),
+                    metadata_json: huge_metadata(&r.tag_name),
+                };
+                audit_log::append(&entry).map_err(t::Error::Audit)?;
+            } else {
+                stage(t::RecordKind::TagMadeImmutableByPolicy, ns, repo, tag, meta)?;
             }
-            stage(t::RecordKind::TagMadeImmutableByPolicy, ns, repo, tag, meta)?;
             Ok(pe::PushDecision::Create(pe::CreateDecision {
                 immutable: true,
                 matched,
@@ -144,7 +251,12 @@ mod policy {
         }
 
         fn on_delete(r: pe::DeleteRequest) -> Result<pe::DeleteDecision, t::Error> {
-            let blocking: Vec<_> = r.tags.iter().filter(|x| x.immutable).collect();
+            let mut blocking: Vec<_> = r.tags.iter().filter(|x| x.immutable).collect();
+            if let Some(first) = blocking.first().copied()
+                && lie(&first.name) == Some(Lie::DupDeny)
+            {
+                blocking.push(first);
+            }
             for x in &blocking {
                 let meta = json!({ "tag": x.name, "operation": "delete", "outcome": "denied" });
                 stage(
@@ -198,44 +310,117 @@ mod policy {
         fn run_retroactive(
             _a: t::Actor,
             p: t::Policy,
-            _tr: pe::RunTrigger,
+            tr: pe::RunTrigger,
             o: pe::RunOptions,
         ) -> Result<pe::RunSummary, t::Error> {
-            let request = tag_store::ScanRequest {
-                namespace: p.namespace.clone(),
-                repository: p.repository.clone(),
-                after_id: 0,
-                limit: o.batch_size,
+            let trigger = match tr {
+                pe::RunTrigger::PolicyCreated => "policy_created",
+                pe::RunTrigger::PolicyUpdated => "policy_updated",
+                pe::RunTrigger::Reapplied => "reapplied",
             };
-            let tags = tag_store::scan(&request).map_err(t::Error::Store)?;
-            #[cfg(feature = "loop-run")]
-            {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(tags.len() as u64));
+            let told = lie(&p.uuid);
+            let mut after_id = 0;
+            let (mut count, mut pages, mut sample) = (0u64, 0u32, Vec::<String>::new());
+            loop {
+                let request = tag_store::ScanRequest {
+                    after_id: match told {
+                        Some(Lie::Rescan) => 0,
+                        Some(Lie::Stuck) => u64::MAX,
+                        _ => after_id,
+                    },
+                    limit: o.batch_size,
+                };
+                let tags = tag_store::scan(request).map_err(t::Error::Store)?;
+                #[cfg(feature = "loop-run")]
+                {
+                    let mut n: u64 = 0;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(tags.len() as u64));
+                    }
                 }
-            }
-            let changes: Vec<_> = tags
-                .iter()
-                .filter(|x| !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty())
-                .map(|x| tag_store::TagChange {
-                    tag_id: x.id,
-                    entry: t::AuditRecord {
+                if matches!(told, Some(Lie::Rescan | Lie::Stuck)) {
+                    continue;
+                }
+                let Some(last) = tags.last() else { break };
+                after_id = last.id;
+                pages += 1;
+                let firing: Vec<_> = tags
+                    .iter()
+                    .filter(|x| {
+                        !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty()
+                    })
+                    .collect();
+                let changed = if firing.is_empty() {
+                    Vec::new()
+                } else if o.granularity == pe::Granularity::PerBatch {
+                    let listed: Vec<_> = firing
+                        .iter()
+                        .map(|x| json!({ "repository": x.repository, "tag": x.name }))
+                        .collect();
+                    let namespace = if told == Some(Lie::BatchElsewhere) {
+                        "elsewhere".to_string()
+                    } else {
+                        p.namespace.clone()
+                    };
+                    let entry = t::AuditRecord {
                         kind: t::RecordKind::TagMadeImmutableByPolicy,
-                        namespace: x.namespace.clone(),
-                        repository: Some(x.repository.clone()),
-                        tag: Some(x.name.clone()),
+                        namespace,
+                        repository: p.repository.clone(),
+                        tag: None,
                         metadata_json: json!({
-                            "tag": x.name, "immutable": true, "previous_immutable": false,
-                            "run_id": o.run_id, "policy_uuid": p.uuid, "trigger": "policy_created",
+                            "tags": listed, "immutable": true, "previous_immutable": false,
+                            "run_id": o.run_id, "policy_uuid": p.uuid, "trigger": trigger,
                         })
                         .to_string(),
-                    },
-                })
-                .collect();
-            let changed = tag_store::mark_immutable(&changes).map_err(t::Error::Store)?;
-            let count = changed.len() as u64;
-            let meta = json!({ "run_id": o.run_id, "policy_uuid": p.uuid, "status": "completed", "count": count });
+                    };
+                    let ids: Vec<u64> = firing.iter().map(|x| x.id).collect();
+                    tag_store::mark_immutable_batch(&ids, &entry).map_err(t::Error::Store)?
+                } else {
+                    let changes: Vec<_> = firing
+                        .iter()
+                        .map(|x| tag_store::TagChange {
+                            tag_id: if told == Some(Lie::ForeignMark) {
+                                x.id + 1_000_000
+                            } else {
+                                x.id
+                            },
+                            entry: t::AuditRecord {
+                                kind: t::RecordKind::TagMadeImmutableByPolicy,
+                                namespace: x.namespace.clone(),
+                                repository: Some(x.repository.clone()),
+                                tag: Some(x.name.clone()),
+                                metadata_json: json!({
+                                    "tag": x.name, "immutable": true,
+                                    "previous_immutable": told == Some(Lie::FlipRecord),
+                                    "run_id": o.run_id, "policy_uuid": p.uuid, "trigger": trigger,
+                                })
+                                .to_string(),
+                            },
+                        })
+                        .collect();
+                    tag_store::mark_immutable(&changes).map_err(t::Error::Store)?
+                };
+                count += changed.len() as u64;
+                for id in &changed {
+                    if sample.len() < 10
+                        && let Some(x) = tags.iter().find(|x| x.id == *id)
+                    {
+                        sample.push(x.name.clone());
+                    }
+                }
+                if told == Some(Lie::ShortPage) {
+                    break;
+                }
+            }
+            match told {
+                Some(Lie::ForgedSample) => sample = vec!["forged".into()],
+                Some(Lie::ForgedBatches) => pages += 5,
+                _ => {}
+            }
+            let meta = json!({
+                "run_id": o.run_id, "policy_uuid": p.uuid, "status": "completed", "count": count,
+                "sample_tags": sample, "batches": pages,
+            });
             stage(
                 t::RecordKind::TagsMadeImmutableByPolicy,
                 &p.namespace,
@@ -243,11 +428,16 @@ mod policy {
                 None,
                 meta,
             )?;
+            if told == Some(Lie::SummaryThenError) {
+                return Err(t::Error::InvalidArgument(
+                    "hostile plugin: fails after staging a completed summary".into(),
+                ));
+            }
             Ok(pe::RunSummary {
                 run_id: o.run_id,
                 count,
-                sample_tags: vec![],
-                batches: 1,
+                sample_tags: sample,
+                batches: pages,
             })
         }
 
@@ -270,13 +460,40 @@ mod policy {
             tag_name: String,
             policies: Vec<t::Policy>,
         ) -> Result<Vec<t::PolicyMatch>, t::Error> {
-            Ok(fires(&tag_name, &policies))
+            eprintln!("hostile plugin: a stale note from explain");
+            let mut matched = fires(&tag_name, &policies);
+            if lie(&tag_name) == Some(Lie::Phantom) {
+                matched.push(t::PolicyMatch {
+                    policy: phantom_policy(),
+                    pattern_matched: true,
+                });
+            }
+            Ok(matched)
         }
 
-        fn preview(_p: t::Policy, _limit: u32) -> Result<pe::PreviewReport, t::Error> {
+        fn preview(p: t::Policy, _limit: u32) -> Result<pe::PreviewReport, t::Error> {
+            let tags = tag_store::scan(tag_store::ScanRequest {
+                after_id: 0,
+                limit: 100,
+            })
+            .map_err(t::Error::Store)?;
+            let mut sample: Vec<_> = tags
+                .into_iter()
+                .filter(|x| !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty())
+                .collect();
+            if lie(&p.uuid) == Some(Lie::PreviewLie) {
+                sample.push(t::Tag {
+                    id: 1,
+                    namespace: "other".into(),
+                    repository: "secret".into(),
+                    name: "leaked".into(),
+                    manifest_digest: "sha256:00".into(),
+                    immutable: false,
+                });
+            }
             Ok(pe::PreviewReport {
-                count: 0,
-                sample: vec![],
+                count: sample.len() as u64,
+                sample,
             })
         }
 
@@ -284,7 +501,7 @@ mod policy {
             pe::PluginInfo {
                 name: "hostile".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                contract: "tagguard:policy@0.1.0".into(),
+                contract: "tagguard:policy@0.2.0".into(),
             }
         }
     }

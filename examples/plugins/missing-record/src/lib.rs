@@ -17,8 +17,8 @@ impl pe::Guest for Forgetful {
     fn validate_policy(
         candidate: t::Policy,
         _existing: Vec<t::Policy>,
-    ) -> Result<t::Policy, t::PolicyError> {
-        Ok(candidate)
+    ) -> Result<String, t::PolicyError> {
+        Ok(candidate.tag_pattern.trim().into())
     }
 
     fn on_push(_request: pe::PushRequest) -> Result<pe::PushDecision, t::Error> {
@@ -50,17 +50,15 @@ impl pe::Guest for Forgetful {
 
     fn run_retroactive(
         _actor: t::Actor,
-        policy: t::Policy,
+        _policy: t::Policy,
         _trigger: pe::RunTrigger,
         options: pe::RunOptions,
     ) -> Result<pe::RunSummary, t::Error> {
         let request = tag_store::ScanRequest {
-            namespace: policy.namespace.clone(),
-            repository: policy.repository.clone(),
             after_id: 0,
             limit: options.batch_size,
         };
-        let tags = tag_store::scan(&request).map_err(t::Error::Store)?;
+        let tags = tag_store::scan(request).map_err(t::Error::Store)?;
         let changes: Vec<_> = tags
             .iter()
             .map(|tag| tag_store::TagChange {
@@ -105,7 +103,7 @@ impl pe::Guest for Forgetful {
         pe::PluginInfo {
             name: "missing-record".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            contract: "tagguard:policy@0.1.0".into(),
+            contract: "tagguard:policy@0.2.0".into(),
         }
     }
 }

@@ -1,0 +1,206 @@
+//! Checks of what the registry asks the engine to decide, before a plugin sees
+//! it: the policies' fields, that they are in the request's scope, and that a
+//! request's tags belong together. A malformed request is the registry's
+//! error, named by field, never a plugin's.
+
+use crate::bindings::policy_engine::{DeleteOperation, DeleteRequest, PushRequest};
+use crate::bindings::types::{Policy, PolicyError, Scope};
+use crate::error::EngineError;
+use std::collections::HashSet;
+
+fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> EngineError {
+    EngineError::InvalidRequest {
+        call,
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The fields of a policy other than its pattern, as `validate-policy` checks them.
+fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
+    if p.uuid.trim().is_empty() {
+        return Err(invalid(call, format!("{name}.uuid"), "must not be empty"));
+    }
+    if p.namespace.trim().is_empty() {
+        return Err(invalid(
+            call,
+            format!("{name}.namespace"),
+            "must not be empty",
+        ));
+    }
+    match (p.scope, p.repository.as_deref()) {
+        (Scope::Repository, None) => Err(invalid(
+            call,
+            format!("{name}.repository"),
+            "a repository policy must name its repository",
+        )),
+        (Scope::Repository, Some(r)) if r.trim().is_empty() => Err(invalid(
+            call,
+            format!("{name}.repository"),
+            "must not be empty",
+        )),
+        (Scope::Namespace, Some(_)) => Err(invalid(
+            call,
+            format!("{name}.repository"),
+            "a namespace policy must not name a repository",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A candidate policy's fields, as `validate-policy` checks them and with the same
+/// errors (the pattern is the plugin's to check and trim): a candidate is user input,
+/// so its errors are policy errors, whichever plugin serves.
+pub(crate) fn candidate(p: &Policy) -> Result<(), PolicyError> {
+    if p.uuid.trim().is_empty() {
+        return Err(PolicyError::MissingField("uuid".into()));
+    }
+    if p.namespace.trim().is_empty() {
+        return Err(PolicyError::MissingField("namespace".into()));
+    }
+    match (p.scope, p.repository.as_deref()) {
+        (Scope::Repository, None) => Err(PolicyError::ScopeMismatch(
+            "repository: a repository policy must name its repository".into(),
+        )),
+        (Scope::Repository, Some(r)) if r.trim().is_empty() => {
+            Err(PolicyError::MissingField("repository".into()))
+        }
+        (Scope::Namespace, Some(_)) => Err(PolicyError::ScopeMismatch(
+            "repository: a namespace policy must not name a repository".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A stored policy: its fields, and a pattern that validation normalised (not empty,
+/// no white space around it).
+pub(crate) fn policy(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
+    fields(call, name, p)?;
+    let pattern = &p.tag_pattern;
+    if pattern.trim().is_empty() || pattern.trim() != pattern {
+        return Err(invalid(
+            call,
+            format!("{name}.tag-pattern"),
+            format!("{pattern:?} is not a validated pattern (empty, or white space around it)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stored policies, each checked as [`policy`], with distinct uuids.
+pub(crate) fn policies(call: &'static str, name: &str, ps: &[Policy]) -> Result<(), EngineError> {
+    let mut uuids = HashSet::new();
+    for (i, p) in ps.iter().enumerate() {
+        policy(call, &format!("{name}[{i}]"), p)?;
+        if !uuids.insert(p.uuid.as_str()) {
+            return Err(invalid(
+                call,
+                format!("{name}[{i}].uuid"),
+                format!("{} appears twice", p.uuid),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Policies in scope of `namespace/repository`: the namespace's and the repository's.
+fn in_scope(
+    call: &'static str,
+    ps: &[Policy],
+    namespace: &str,
+    repository: &str,
+) -> Result<(), EngineError> {
+    policies(call, "policies", ps)?;
+    for (i, p) in ps.iter().enumerate() {
+        let applies =
+            p.namespace == namespace && p.repository.as_deref().is_none_or(|r| r == repository);
+        if !applies {
+            return Err(invalid(
+                call,
+                format!("policies[{i}]"),
+                format!(
+                    "policy {} of {}/{} does not apply to {namespace}/{repository}",
+                    p.uuid,
+                    p.namespace,
+                    p.repository.as_deref().unwrap_or("*")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A push: its policies apply to its repository, and `existing` is the pushed tag.
+pub(crate) fn push(call: &'static str, req: &PushRequest) -> Result<(), EngineError> {
+    in_scope(call, &req.policies, &req.namespace, &req.repository)?;
+    if let Some(t) = &req.existing {
+        let same = t.namespace == req.namespace
+            && t.repository == req.repository
+            && t.name == req.tag_name;
+        if !same {
+            return Err(invalid(
+                call,
+                "existing".into(),
+                format!(
+                    "{}/{}:{} is not the pushed tag {}/{}:{}",
+                    t.namespace, t.repository, t.name, req.namespace, req.repository, req.tag_name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A delete or expiry: at least one tag, each once, all in one repository (and on one
+/// manifest for a manifest delete), with policies that apply to it.
+pub(crate) fn delete(call: &'static str, req: &DeleteRequest) -> Result<(), EngineError> {
+    let Some(first) = req.tags.first() else {
+        return Err(invalid(call, "tags".into(), "must not be empty"));
+    };
+    let mut ids = HashSet::new();
+    for (i, t) in req.tags.iter().enumerate() {
+        if !ids.insert(t.id) {
+            return Err(invalid(
+                call,
+                format!("tags[{i}].id"),
+                format!("{} appears twice", t.id),
+            ));
+        }
+        let together = t.namespace == first.namespace
+            && t.repository == first.repository
+            && (req.operation != DeleteOperation::DeleteManifest
+                || t.manifest_digest == first.manifest_digest);
+        if !together {
+            return Err(invalid(
+                call,
+                format!("tags[{i}]"),
+                "every tag of one request must be in the same repository (and on the same manifest for a manifest delete)",
+            ));
+        }
+    }
+    in_scope(call, &req.policies, &first.namespace, &first.repository)
+}
+
+/// An update keeps the policy's uuid, namespace, scope and repository.
+pub(crate) fn update(
+    call: &'static str,
+    before: &Policy,
+    after: &Policy,
+) -> Result<(), EngineError> {
+    let same = before.uuid == after.uuid
+        && before.namespace == after.namespace
+        && before.scope == after.scope
+        && before.repository == after.repository;
+    if same {
+        Ok(())
+    } else {
+        Err(invalid(
+            call,
+            "candidate".into(),
+            format!(
+                "an update of policy {} may change only its pattern and polarity",
+                before.uuid
+            ),
+        ))
+    }
+}
