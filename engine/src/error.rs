@@ -24,6 +24,16 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// The precompile cache directory is not one the engine can trust: it must be a real
+    /// directory (not a symlink), owned by the process's effective uid, with mode 0700.
+    #[error("cache directory {dir} {reason}")]
+    UnsafeCache {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it, worded to follow the path ("is writable by group or others
+        /// (mode 0777); ...").
+        reason: String,
+    },
     /// The component does not implement `tagguard:policy/tag-policy@0.2.x`.
     #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.2.x: {reason}")]
     ContractMismatch {

@@ -19,7 +19,8 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 pub struct RuntimeConfig {
     /// Sandbox limits for every plugin loaded into this runtime.
     pub limits: Limits,
-    /// Where precompiled plugins are kept: `None` for [`cache::default_dir`].
+    /// Where precompiled plugins are kept: `None` for [`cache::default_dir`] (no cache
+    /// when that is `None` too). The directory must be the process's own, mode 0700.
     pub cache_dir: Option<PathBuf>,
     /// Turns the precompile cache off (every load compiles).
     pub no_cache: bool,
@@ -80,13 +81,22 @@ fn add_wasi_subset(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 impl Runtime {
-    /// A runtime with default limits and the default cache directory.
+    /// A runtime with default limits and the default cache directory (none without
+    /// `$XDG_CACHE_HOME` or `$HOME`).
     pub fn new() -> Result<Self, EngineError> {
         Self::with_config(RuntimeConfig::default())
     }
 
-    /// A runtime with the given limits and cache.
+    /// A runtime with the given limits and cache; fails with [`EngineError::UnsafeCache`]
+    /// if the cache directory is not one the process alone owns and can write.
     pub fn with_config(config: RuntimeConfig) -> Result<Self, EngineError> {
+        let cache = if config.no_cache {
+            None
+        } else {
+            (config.cache_dir.or_else(cache::default_dir))
+                .map(|dir| PrecompileCache::open(dir).map(Arc::new))
+                .transpose()?
+        };
         let mut wasm = wasmtime::Config::new();
         wasm.concurrency_support(false);
         wasm.epoch_interruption(true);
@@ -96,11 +106,6 @@ impl Runtime {
         TagPolicy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(setup)?;
         start_ticker(&engine).map_err(setup)?;
-        let cache = (!config.no_cache).then(|| {
-            Arc::new(PrecompileCache::new(
-                config.cache_dir.unwrap_or_else(cache::default_dir),
-            ))
-        });
         Ok(Runtime {
             engine,
             linker,
