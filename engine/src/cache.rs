@@ -21,7 +21,7 @@ use wasmtime::component::Component;
 #[cfg(unix)]
 const GROUP_OR_WORLD_WRITE: u32 = 0o022;
 
-/// Any access by group or others: refused on the directory.
+/// Any access by group or others: taken away from a directory nobody else could write.
 #[cfg(unix)]
 const GROUP_OR_WORLD_ANY: u32 = 0o077;
 
@@ -234,9 +234,14 @@ fn ensure_trusted_dir(dir: &Path) -> Result<(), EngineError> {
         )));
     }
     if mode & GROUP_OR_WORLD_ANY != 0 {
-        return Err(refuse(format!(
-            "is accessible by group or others (mode {mode:04o})"
-        )));
+        // Ours and writable by nobody else (as an earlier version created it, 0755):
+        // nothing in it can have been planted by another user, so tighten it to 0700.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            refuse(format!(
+                "is accessible by group or others (mode {mode:04o}) and cannot be made 0700: {e}"
+            ))
+        })?;
     }
     Ok(())
 }

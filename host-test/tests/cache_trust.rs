@@ -147,8 +147,6 @@ fn a_cache_directory_open_to_group_or_others_is_refused_with_its_path() {
         (0o770, "is writable by group or others (mode 0770)"),
         (0o702, "is writable by group or others (mode 0702)"),
         (0o1777, "is writable by group or others (mode 1777)"),
-        (0o755, "is accessible by group or others (mode 0755)"),
-        (0o750, "is accessible by group or others (mode 0750)"),
     ] {
         chmod(&dir, mode);
         let (refused, reason, message) = refusal(&dir);
@@ -165,6 +163,20 @@ fn a_cache_directory_open_to_group_or_others_is_refused_with_its_path() {
     }
     chmod(&dir, 0o700);
     runtime(&dir);
+}
+
+#[test]
+fn a_cache_directory_of_ours_that_only_others_may_read_is_tightened_to_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("readable");
+    let dir = scratch.join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    for mode in [0o755, 0o750, 0o704] {
+        chmod(&dir, mode);
+        runtime(&dir);
+        let now = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, 0o700, "{mode:o} tightened");
+    }
 }
 
 #[test]
