@@ -2,7 +2,7 @@
 //! in memory, behind one lock so each commit is one transaction. It
 //! implements the engine's `TagStore` and `AuditSink`, with switchable faults.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tagguard_engine::audit::{AuditChain, ChainedEntry};
@@ -89,6 +89,11 @@ pub struct State {
     pub transitions: Vec<Transition>,
     /// Every tag removal.
     pub removals: Vec<Removed>,
+    /// The newest row of each tag name, by `(namespace, repository, name)`: an index
+    /// that [`Db::with`] brings up to date with rows appended since (tests append too).
+    by_name: HashMap<(String, String, String), usize>,
+    /// Rows of `tags` the index covers.
+    indexed: usize,
 }
 
 /// Injected faults: fail the k-th write from now, or every write while set.
@@ -224,6 +229,27 @@ impl State {
         });
     }
 
+    /// Indexes the rows appended since the last call.
+    fn catch_up(&mut self) {
+        for idx in self.indexed..self.tags.len() {
+            let t = &self.tags[idx];
+            let key = (t.namespace.clone(), t.repository.clone(), t.name.clone());
+            self.by_name.insert(key, idx);
+        }
+        self.indexed = self.tags.len();
+    }
+
+    /// The row of the alive tag `namespace/repository:name`, if there is one.
+    pub fn alive_named(&self, namespace: &str, repository: &str, name: &str) -> Option<&TagRow> {
+        let key = (
+            namespace.to_string(),
+            repository.to_string(),
+            name.to_string(),
+        );
+        let idx = *self.by_name.get(&key)?;
+        Some(&self.tags[idx]).filter(|t| t.alive)
+    }
+
     /// Indices of the alive tags on a manifest.
     fn on_manifest(&self, namespace: &str, repository: &str, digest: &str) -> Vec<usize> {
         (0..self.tags.len())
@@ -258,12 +284,7 @@ impl State {
                         self.policy_version
                     )));
                 }
-                let current = self.tags.iter().find(|t| {
-                    t.alive
-                        && &t.namespace == namespace
-                        && &t.repository == repository
-                        && &t.name == name
-                });
+                let current = self.alive_named(namespace, repository, name);
                 if current.map(|t| t.id) != *replaces {
                     return Err(SinkError::Conflict(format!(
                         "tag {name} changed while the push was decided"
@@ -452,7 +473,9 @@ impl Db {
 
     /// Runs `f` with the state locked (reads, test setup).
     pub fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.catch_up();
+        f(&mut state)
     }
 }
 

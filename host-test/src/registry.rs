@@ -175,17 +175,8 @@ impl Registry {
 
     /// The alive tag `namespace/repository:name`.
     pub fn tag(&self, namespace: &str, repository: &str, name: &str) -> Option<TagRow> {
-        self.db.with(|s| {
-            s.tags
-                .iter()
-                .find(|t| {
-                    t.alive
-                        && t.namespace == namespace
-                        && t.repository == repository
-                        && t.name == name
-                })
-                .cloned()
-        })
+        self.db
+            .with(|s| s.alive_named(namespace, repository, name).cloned())
     }
 
     /// Every policy of `namespace` that applies to `repository`: its own and the namespace's.

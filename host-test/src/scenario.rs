@@ -677,7 +677,7 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, scenario: &Scenario) -> Report {
     let compliance = compliance::check(registry.db())
         .err()
         .map(|p| p.join("\n      "));
-    runner.record("compliance invariants 1 and 2".into(), compliance);
+    runner.record("compliance invariants 1 to 3".into(), compliance);
     let trail = registry.db().with(|s| s.log.entries().to_vec());
     Report {
         name: scenario.name.clone(),

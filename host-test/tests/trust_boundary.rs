@@ -517,7 +517,10 @@ fn every_export_checks_its_policies_as_validation_does() {
     );
     assert_eq!((preview.count, inverted.count), (2, 1));
     // A stored policy whose pattern was never validated is the registry's error.
-    let err = reg.guard().explain("v1", std::slice::from_ref(&padded)).unwrap_err();
+    let err = reg
+        .guard()
+        .explain("v1", std::slice::from_ref(&padded))
+        .unwrap_err();
     assert!(
         matches!(&err, EngineError::InvalidRequest { field, .. } if field == "policies[0].tag-pattern"),
         "{err}"
@@ -560,7 +563,10 @@ fn every_export_checks_its_policies_as_validation_does() {
         ..padded
     };
     let stored = reg.guard().validate_policy(&verbose, &[]).unwrap();
-    let fired = reg.guard().explain("v1", std::slice::from_ref(&stored)).unwrap();
+    let fired = reg
+        .guard()
+        .explain("v1", std::slice::from_ref(&stored))
+        .unwrap();
     assert_eq!(fired.len(), 1);
     assert!(reg.guard().explain("v10", &[stored]).unwrap().is_empty());
 }
@@ -615,5 +621,42 @@ fn the_instance_pool_keeps_at_most_its_bound() {
     });
     let pooled = reg.guard().pooled_instances();
     assert!((1..=2).contains(&pooled), "{pooled} pooled");
+    assert_compliant(reg.db());
+}
+
+// A push decided against an older policy set is refused at commit and decided again.
+
+#[test]
+fn a_push_decided_before_a_policy_change_conflicts_and_is_decided_again() {
+    let reg = common::registry(500);
+    let admin = user("admin");
+    let (policies, version) = (
+        reg.policies_in_scope("org", "app"),
+        reg.db().with(|s| s.policy_version),
+    );
+    let stale = tagguard_engine::PushRequest {
+        actor: user("ci"),
+        namespace: "org".into(),
+        repository: "app".into(),
+        tag_name: "v1".into(),
+        manifest_digest: "sha256:a".into(),
+        existing: None,
+        policies,
+        policy_version: version,
+    };
+    // The policy is committed while the push is being decided.
+    reg.create_policy(&admin, &NewPolicy::namespace("p", "org", "v1"))
+        .unwrap();
+    let err = reg.guard().push(&stale).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Conflict { message, .. } if message.contains("policy version")),
+        "{err}"
+    );
+    assert!(reg.tag("org", "app", "v1").is_none(), "nothing committed");
+    // The registry decides it again under the new policy set: created immutable.
+    assert!(
+        reg.push(&user("ci"), "org", "app", "v1", "sha256:a")
+            .unwrap()
+    );
     assert_compliant(reg.db());
 }
