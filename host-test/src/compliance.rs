@@ -11,7 +11,9 @@
 //! 3. No immutable tag is ever removed: deleted, moved away from, or deleted
 //!    with its manifest.
 //!
-//! It also checks the log is gap-free and its hash chain intact.
+//! It also checks the log is gap-free, its hash chain intact, and its head
+//! still the one the latest keyed checkpoint signed (so a rewritten chain is
+//! caught, not only a broken one).
 
 use crate::db::{Db, LogRow};
 use std::collections::HashMap;
@@ -40,8 +42,9 @@ pub fn check(db: &Db) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     db.with(|s| {
         let log = s.log.entries();
-        if let Err(broken) = audit::verify(log) {
-            problems.push(format!("audit chain broken: {broken}"));
+        let checkpoints: Vec<_> = db.checkpoints.latest().into_iter().collect();
+        if let Err(broken) = audit::verify_against(log, db.checkpoints.key(), &checkpoints) {
+            problems.push(format!("audit log fails verification: {broken}"));
         }
         let mut links: HashMap<u64, usize> = HashMap::new();
         let mut last_to: HashMap<u64, (bool, Option<u64>)> = HashMap::new();

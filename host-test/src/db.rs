@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tagguard_engine::audit::{AuditChain, ChainedEntry};
+use tagguard_engine::audit::{AuditChain, ChainedEntry, Checkpoint, CheckpointKey};
 use tagguard_engine::{
     AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, Policy, ScanRequest, SinkError,
     StoreError, Tag, TagStore,
@@ -132,12 +132,64 @@ impl Faults {
     }
 }
 
+/// Keyed checkpoints of the log's head, kept apart from the log under their own lock,
+/// as a registry keeps them where the log writer cannot rewrite them. The latest is
+/// enough: the head hash at its seq commits to every entry before it.
+#[derive(Debug)]
+pub struct Checkpoints {
+    key: CheckpointKey,
+    latest: Mutex<Option<Checkpoint>>,
+}
+
+impl Default for Checkpoints {
+    /// A key of this database's own, from the process, the time and an address (a
+    /// test double's key; a registry keeps a secret key apart from the log writer).
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let marker = 0u8;
+        let seed = format!("{}-{nanos}-{:p}", std::process::id(), &marker);
+        let key = CheckpointKey::from_bytes(seed.as_bytes())
+            .expect("the seed is longer than the minimum key length");
+        Checkpoints {
+            key,
+            latest: Mutex::new(None),
+        }
+    }
+}
+
+impl Checkpoints {
+    /// The key the checkpoints are signed with.
+    pub fn key(&self) -> &CheckpointKey {
+        &self.key
+    }
+
+    /// The latest checkpoint, if the log has entries.
+    pub fn latest(&self) -> Option<Checkpoint> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Signs the head of `log`, after a commit appended to it.
+    fn sign(&self, log: &AuditChain) {
+        if let Some(checkpoint) = log.checkpoint(&self.key) {
+            *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(checkpoint);
+        }
+    }
+}
+
 /// The registry database.
 #[derive(Default, Debug)]
 pub struct Db {
     state: Mutex<State>,
     /// Fault switches for tests.
     pub faults: Faults,
+    /// Checkpoints of the log's head, signed after every commit.
+    pub checkpoints: Checkpoints,
 }
 
 /// The `(repository, tag)` pairs a per-batch record lists.
@@ -490,6 +542,7 @@ impl AuditSink for Db {
             }
             let seqs = state.append(entries);
             state.apply(change, &seqs);
+            self.checkpoints.sign(&state.log);
             Ok(())
         })
     }
@@ -532,6 +585,7 @@ impl TagStore for Db {
                 state.transition(idx, false, &seqs);
                 changed.push(tag_id);
             }
+            self.checkpoints.sign(&state.log);
             Ok(changed)
         })
     }
@@ -565,6 +619,7 @@ impl TagStore for Db {
                     record_seq: claimed.then_some(seq),
                 });
             }
+            self.checkpoints.sign(&state.log);
             Ok(changed)
         })
     }

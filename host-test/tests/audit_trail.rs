@@ -233,7 +233,7 @@ fn editing_the_registrys_log_is_detected_at_the_right_entry() {
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("audit chain broken") && p.contains("position 7")),
+            .any(|p| p.contains("fails verification") && p.contains("position 7")),
         "{problems:?}"
     );
 }

@@ -660,3 +660,33 @@ fn a_push_decided_before_a_policy_change_conflicts_and_is_decided_again() {
     );
     assert_compliant(reg.db());
 }
+
+// Hole 11: the hash chain could be rewritten (engine/src/audit/tests.rs tries it on the
+// chain alone; here the registry's own checkpoints catch it).
+
+#[test]
+fn a_rewritten_log_passes_the_chain_check_but_not_the_registrys_checkpoint() {
+    let reg = common::registry(500);
+    reg.create_policy(&user("admin"), &NewPolicy::namespace("p", "org", "v1"))
+        .unwrap();
+    reg.push(&user("ci"), "org", "app", "v1", "sha256:a")
+        .unwrap();
+    assert_compliant(reg.db());
+    // The log's writer edits the first record and rehashes the chain after it.
+    reg.db().with(|s| {
+        let entries = s.log.entries_mut();
+        entries[0].entry.performer.name = "someone-else".into();
+        let mut prev = tagguard_engine::audit::GENESIS_HASH.to_string();
+        for e in entries.iter_mut() {
+            e.prev_hash = prev.clone();
+            e.hash = tagguard_engine::audit::entry_hash(e.seq, &e.prev_hash, &e.entry);
+            prev = e.hash.clone();
+        }
+        assert!(tagguard_engine::audit::verify(s.log.entries()).is_ok());
+    });
+    let problems = check(reg.db()).unwrap_err();
+    assert!(
+        problems.iter().any(|p| p.contains("fails verification")),
+        "{problems:?}"
+    );
+}
