@@ -16,36 +16,20 @@ fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> Engi
     }
 }
 
-/// The fields of a policy other than its pattern, as `validate-policy` checks them.
+/// The fields of a policy other than its pattern, as `validate-policy` checks them,
+/// as a request error naming `name`'s field.
 fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
-    if p.uuid.trim().is_empty() {
-        return Err(invalid(call, format!("{name}.uuid"), "must not be empty"));
-    }
-    if p.namespace.trim().is_empty() {
-        return Err(invalid(
-            call,
-            format!("{name}.namespace"),
-            "must not be empty",
-        ));
-    }
-    match (p.scope, p.repository.as_deref()) {
-        (Scope::Repository, None) => Err(invalid(
-            call,
-            format!("{name}.repository"),
-            "a repository policy must name its repository",
-        )),
-        (Scope::Repository, Some(r)) if r.trim().is_empty() => Err(invalid(
-            call,
-            format!("{name}.repository"),
-            "must not be empty",
-        )),
-        (Scope::Namespace, Some(_)) => Err(invalid(
-            call,
-            format!("{name}.repository"),
-            "a namespace policy must not name a repository",
-        )),
-        _ => Ok(()),
-    }
+    candidate(p).map_err(|e| {
+        let (field, reason) = match e {
+            PolicyError::MissingField(field) => (field, "must not be empty".to_string()),
+            PolicyError::ScopeMismatch(m) => (
+                "repository".to_string(),
+                m.strip_prefix("repository: ").unwrap_or(&m).to_string(),
+            ),
+            other => ("tag-pattern".to_string(), other.message()),
+        };
+        invalid(call, format!("{name}.{field}"), reason)
+    })
 }
 
 /// A candidate policy's fields, as `validate-policy` checks them and with the same

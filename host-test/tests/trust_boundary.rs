@@ -72,6 +72,22 @@ fn only_a_failed_summary(reg: &Registry) {
     assert_eq!(e.meta_str("written_by"), Some("host"));
 }
 
+/// Creates, in a seeded registry running the liar, a policy whose uuid names the lie;
+/// returns the registry, its database and why the run stopped, after checking that
+/// the run's only summary is the host's failed one.
+fn stopped_run(
+    uuid: &str,
+    pattern: &str,
+    granularity: Granularity,
+) -> (Registry, Arc<Db>, EngineError) {
+    let db = seeded();
+    let reg = lying(&db, granularity);
+    let policy = NewPolicy::namespace(uuid, "org", pattern);
+    let cause = run_cause(reg.create_policy(&user("admin"), &policy).unwrap_err());
+    only_a_failed_summary(&reg);
+    (reg, db, cause)
+}
+
 /// The registry keeps serving after a refused lie: an honest push still works.
 fn still_serving(reg: &Registry) {
     assert!(
@@ -123,21 +139,12 @@ fn validate_policy_may_only_trim_the_pattern_and_the_host_keeps_every_other_fiel
 
 #[test]
 fn a_run_marks_only_tags_its_scans_returned_in_the_policys_scope() {
-    let db = seeded();
-    let reg = lying(&db, Granularity::PerTag);
-    let err = run_cause(
-        reg.create_policy(
-            &user("admin"),
-            &NewPolicy::namespace("foreign-mark", "org", "v1"),
-        )
-        .unwrap_err(),
-    );
+    let (reg, db, err) = stopped_run("foreign-mark", "v1", Granularity::PerTag);
     assert!(
         matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("not returned by the most recent scan")),
         "{err}"
     );
     assert_eq!(immutable_tags(&db), 0);
-    only_a_failed_summary(&reg);
     // An honest run and preview of an `org` policy never see `other`'s tags.
     let good = Registry::with_db(common::default_plugin(), Settings::default(), db.clone());
     let candidate = Policy {
@@ -181,17 +188,11 @@ fn a_run_marks_only_tags_its_scans_returned_in_the_policys_scope() {
 
 #[test]
 fn a_run_that_rescans_from_the_start_breaks_the_contract() {
-    let db = seeded();
-    let reg = lying(&db, Granularity::PerTag);
-    let err = run_cause(
-        reg.create_policy(&user("admin"), &NewPolicy::namespace("rescan", "org", "v1"))
-            .unwrap_err(),
-    );
+    let (reg, _, err) = stopped_run("rescan", "v1", Granularity::PerTag);
     assert!(
         matches!(&err, EngineError::ContractViolation { reason, .. } if reason.contains("scans only move forward")),
         "{err}"
     );
-    only_a_failed_summary(&reg);
     still_serving(&reg);
 }
 
@@ -395,18 +396,12 @@ fn run_records_must_state_the_change_and_sit_in_the_policys_scope() {
         ),
         ("batch-elsewhere", Granularity::PerBatch, "in org/*"),
     ] {
-        let db = seeded();
-        let reg = lying(&db, granularity);
-        let err = run_cause(
-            reg.create_policy(&user("admin"), &NewPolicy::namespace(uuid, "org", "v1"))
-                .unwrap_err(),
-        );
+        let (reg, db, err) = stopped_run(uuid, "v1", granularity);
         assert!(
             matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains(needle)),
             "{uuid}: {err}"
         );
         assert_eq!(immutable_tags(&db), 0, "{uuid}");
-        only_a_failed_summary(&reg);
         still_serving(&reg);
     }
 }
@@ -414,19 +409,13 @@ fn run_records_must_state_the_change_and_sit_in_the_policys_scope() {
 #[test]
 fn a_run_summary_must_state_what_the_host_saw() {
     for uuid in ["forged-sample", "forged-batches"] {
-        let db = seeded();
-        let reg = lying(&db, Granularity::PerTag);
-        let err = run_cause(
-            reg.create_policy(&user("admin"), &NewPolicy::namespace(uuid, "org", "v1"))
-                .unwrap_err(),
-        );
+        let (reg, db, err) = stopped_run(uuid, "v1", Granularity::PerTag);
         assert!(
             matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("the host saw")),
             "{uuid}: {err}"
         );
         // The tag it really marked keeps its record; the summary is the host's.
         assert_eq!(immutable_tags(&db), 1, "{uuid}");
-        only_a_failed_summary(&reg);
         let summary = reg.audit(&AuditQuery {
             kind: Some("tags_made_immutable_by_policy"),
             ..AuditQuery::default()
@@ -443,21 +432,12 @@ fn a_run_summary_must_state_what_the_host_saw() {
 
 #[test]
 fn a_run_that_stops_before_the_end_cannot_claim_completion() {
-    let db = seeded();
-    let reg = lying(&db, Granularity::PerTag);
-    let err = run_cause(
-        reg.create_policy(
-            &user("admin"),
-            &NewPolicy::namespace("short-page", "org", "v5"),
-        )
-        .unwrap_err(),
-    );
+    let (_, db, err) = stopped_run("short-page", "v5", Granularity::PerTag);
     assert!(
         matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("did not reach the end")),
         "{err}"
     );
     assert_eq!(immutable_tags(&db), 0, "v5 is on the third page");
-    only_a_failed_summary(&reg);
 }
 
 #[test]
@@ -575,17 +555,8 @@ fn every_export_checks_its_policies_as_validation_does() {
 
 #[test]
 fn what_a_failed_run_staged_is_dropped_and_the_host_writes_its_summary() {
-    let db = seeded();
-    let reg = lying(&db, Granularity::PerTag);
-    let err = run_cause(
-        reg.create_policy(
-            &user("admin"),
-            &NewPolicy::namespace("summary-then-error", "org", "v2"),
-        )
-        .unwrap_err(),
-    );
+    let (_, db, err) = stopped_run("summary-then-error", "v2", Granularity::PerTag);
     assert!(matches!(err, EngineError::Plugin { .. }), "{err}");
-    only_a_failed_summary(&reg);
     // The tag it marked keeps its own record.
     assert_eq!(immutable_tags(&db), 1);
     assert_compliant(&db);
