@@ -7,7 +7,7 @@
 
 use crate::language::{PatternLanguage, RegexLanguage};
 use crate::model::{Policy, PolicyError, PolicyMatch};
-use crate::pattern::validate_pattern;
+use crate::pattern::{checked_syntax, validate_pattern};
 use regex::{RegexSet, RegexSetBuilder};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -91,14 +91,21 @@ impl<L: PatternLanguage> Matcher<L> {
             let sources = policies
                 .iter()
                 .map(|p| {
-                    let trimmed = validate_pattern::<L>(&p.tag_pattern)?;
-                    L::full_match_source(&trimmed).map_err(PolicyError::InvalidPattern)
+                    let trimmed = checked_syntax::<L>(&p.tag_pattern)?;
+                    L::full_match_source(trimmed).map_err(PolicyError::InvalidPattern)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let set = RegexSetBuilder::new(sources)
                 .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
                 .build()
-                .map_err(|e| PolicyError::InvalidPattern(e.to_string()))?;
+                .map_err(|e| {
+                    // Name the pattern that fails as validation would; the set's own
+                    // error only if each compiles alone.
+                    policies
+                        .iter()
+                        .find_map(|p| validate_pattern::<L>(&p.tag_pattern).err())
+                        .unwrap_or_else(|| PolicyError::InvalidPattern(e.to_string()))
+                })?;
             self.compiles += 1;
             if self.sets.remove(&key).is_none() {
                 if self.order.len() >= SET_CACHE_CAPACITY

@@ -10,8 +10,10 @@ pub const MAX_PATTERN_CHARS: usize = 256;
 /// Longest tag name the OCI distribution spec allows.
 pub const MAX_TAG_CHARS: usize = 128;
 
-/// Trims `raw` and checks it is a valid pattern of dialect `L`; returns the trimmed text.
-pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyError> {
+/// Trims `raw` and checks what every dialect shares (not empty, at most 256
+/// characters) and the dialect's own syntax; returns the trimmed text. It does not
+/// compile the pattern: [`validate_pattern`] does.
+pub fn checked_syntax<L: PatternLanguage>(raw: &str) -> Result<&str, PolicyError> {
     let pattern = raw.trim();
     if pattern.is_empty() {
         return Err(PolicyError::EmptyPattern);
@@ -23,6 +25,13 @@ pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyE
         ));
     }
     L::validate(pattern)?;
+    Ok(pattern)
+}
+
+/// Trims `raw` and checks it is a valid pattern of dialect `L`, compiling it; returns
+/// the trimmed text.
+pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyError> {
+    let pattern = checked_syntax::<L>(raw)?;
     compile_full::<L>(pattern).map_err(PolicyError::InvalidPattern)?;
     Ok(pattern.to_string())
 }
