@@ -26,6 +26,27 @@ fn meta_bool(e: &AuditEntry, key: &str) -> Option<bool> {
     e.meta_bool(key)
 }
 
+/// Whether a record names `policy` truly: its `policy_uuid`, and, where the record
+/// states them, the policy's pattern, polarity and scope. A record that names the
+/// right uuid with another pattern would mislead whoever reads it.
+pub fn names_policy(e: &AuditEntry, policy: &Policy) -> bool {
+    let states = |key: &str, value: Value| e.metadata.get(key).is_none_or(|v| *v == value);
+    e.meta_str("policy_uuid") == Some(policy.uuid.as_str())
+        && states("policy_pattern", Value::from(policy.tag_pattern.as_str()))
+        && states(
+            "policy_pattern_matches",
+            Value::from(policy.tag_pattern_matches),
+        )
+        && states("policy_scope", Value::from(policy.scope.as_str()))
+}
+
+/// Whether a record's `manifest_digest`, where it states one, is `digest`.
+pub fn states_digest(e: &AuditEntry, digest: &str) -> bool {
+    e.metadata
+        .get("manifest_digest")
+        .is_none_or(|v| v.as_str() == Some(digest))
+}
+
 /// Every match names a distinct policy of `given` that fires: its `pattern-matched`
 /// equals the policy's polarity, as the contract defines firing.
 pub fn matches(given: &[Policy], matched: &[PolicyMatch]) -> Result<(), String> {
@@ -107,13 +128,15 @@ pub fn push(
                     return Err("the tag_made_immutable_by_policy record misstates previous_immutable or immutable".into());
                 }
                 let cause = e.meta_str("policy_uuid");
-                if !c
-                    .matched
-                    .iter()
-                    .any(|m| Some(m.policy.uuid.as_str()) == cause)
-                {
+                if !c.matched.iter().any(|m| names_policy(e, &m.policy)) {
                     return Err(format!(
-                        "the tag_made_immutable_by_policy record names policy_uuid {cause:?}, which is not one of the policies that fired"
+                        "the tag_made_immutable_by_policy record names policy_uuid {cause:?}, which is not one of the policies that fired (or misstates its pattern, polarity or scope)"
+                    ));
+                }
+                if !states_digest(e, &req.manifest_digest) {
+                    return Err(format!(
+                        "the tag_made_immutable_by_policy record misstates the manifest digest {}",
+                        req.manifest_digest
                     ));
                 }
             } else if !c.matched.is_empty() {
@@ -198,7 +221,7 @@ pub fn policy_change(
         [e] if e.kind == kind.as_str()
             && e.namespace == policy.namespace
             && e.repository == policy.repository
-            && e.meta_str("policy_uuid") == Some(policy.uuid.as_str()) =>
+            && names_policy(e, policy) =>
         {
             Ok(())
         }
@@ -287,7 +310,7 @@ pub fn completed_run(
         && e.namespace == policy.namespace
         && e.repository == policy.repository
         && e.meta_str("run_id") == Some(run_id)
-        && e.meta_str("policy_uuid") == Some(policy.uuid.as_str())
+        && names_policy(e, policy)
         && e.meta_str("status") == Some("completed")
         && e.metadata.get("count").and_then(Value::as_u64) == Some(state.marked)
         && e.metadata.get("batches").and_then(Value::as_u64) == Some(u64::from(state.pages))

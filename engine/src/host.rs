@@ -263,7 +263,7 @@ fn states_run_change(entry: &AuditEntry, run_id: &str, policy: &Policy) -> bool 
         && entry.meta_bool("previous_immutable") == Some(false)
         && entry.meta_bool("immutable") == Some(true)
         && entry.meta_str("run_id") == Some(run_id)
-        && entry.meta_str("policy_uuid") == Some(policy.uuid.as_str())
+        && crate::guard::names_policy(entry, policy)
 }
 
 /// Checks a per-tag run record: it names exactly `tag` and states the run's change.
@@ -276,7 +276,8 @@ fn check_run_entry(
     let names_tag = entry.namespace == tag.namespace
         && entry.repository.as_deref() == Some(tag.repository.as_str())
         && entry.tag.as_deref() == Some(tag.name.as_str())
-        && entry.meta_str("tag") == Some(tag.name.as_str());
+        && entry.meta_str("tag") == Some(tag.name.as_str())
+        && crate::guard::states_digest(entry, &tag.manifest_digest);
     if names_tag && states_run_change(entry, run_id, policy) {
         return Ok(());
     }

@@ -348,7 +348,11 @@ fn a_denial_that_names_a_tag_twice_is_refused() {
 fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policies() {
     let db = seeded();
     let reg = lying(&db, Granularity::PerTag);
-    for (uuid, tag) in [("a", "wrong-cause"), ("b", "phantom")] {
+    for (uuid, tag) in [
+        ("a", "wrong-cause"),
+        ("b", "phantom"),
+        ("c", "wrong-pattern"),
+    ] {
         reg.create_policy(&user("admin"), &NewPolicy::namespace(uuid, "org", tag))
             .unwrap();
     }
@@ -367,6 +371,14 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
     );
     assert!(
         matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("phantom")),
+        "{err}"
+    );
+    let err = engine_error(
+        reg.push(&user("ci"), "org", "app", "wrong-pattern", "sha256:p")
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("misstates its pattern")),
         "{err}"
     );
     let policies = reg.policies_in_scope("org", "app");

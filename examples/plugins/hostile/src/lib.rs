@@ -73,6 +73,8 @@ mod policy {
         WrongCause,
         /// push (tag `phantom`) and explain: reports a policy it was not given.
         Phantom,
+        /// push (tag `wrong-pattern`): the record names the right policy with another pattern.
+        WrongPattern,
         /// delete (tag `dup-deny`): denies the same tag id twice, with two records.
         DupDeny,
     }
@@ -96,6 +98,7 @@ mod policy {
             "preview-lie" => Lie::PreviewLie,
             "wrong-cause" => Lie::WrongCause,
             "phantom" => Lie::Phantom,
+            "wrong-pattern" => Lie::WrongPattern,
             "dup-deny" => Lie::DupDeny,
             _ => return None,
         })
@@ -228,10 +231,13 @@ mod policy {
             } else {
                 first.policy.uuid.clone()
             };
-            let meta = json!({
+            let mut meta = json!({
                 "tag": r.tag_name, "manifest_digest": r.manifest_digest, "previous_immutable": false,
                 "immutable": true, "trigger": "push", "policy_uuid": cause,
             });
+            if lie(&r.tag_name) == Some(Lie::WrongPattern) {
+                meta["policy_pattern"] = json!(".*");
+            }
             if cfg!(feature = "huge-record") {
                 let entry = t::AuditRecord {
                     kind: t::RecordKind::TagMadeImmutableByPolicy,
