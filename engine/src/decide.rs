@@ -97,6 +97,12 @@ pub(crate) fn validate_policy(
         error,
     };
     request::candidate(candidate).map_err(invalid)?;
+    request::place(
+        CALL,
+        "candidate.",
+        &candidate.namespace,
+        candidate.repository.as_deref(),
+    )?;
     request::policies(CALL, "existing", existing)?;
     let (result, _) = generation.call(CALL, Access::ReadOnly, None, Budget::Query, |g, s| {
         g.call_validate_policy(s, candidate, existing)

@@ -2,11 +2,11 @@
 //! performer, the time and the identity of the plugin that decided.
 
 use crate::bindings::types::{Actor, ActorKind, AuditRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Which plugin generation made a decision.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginStamp {
     /// Plugin name from `info`.
     pub name: String,

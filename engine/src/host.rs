@@ -171,10 +171,18 @@ impl HostState {
     }
 
     /// What the guest wrote to stderr during the current call (a panic message, for instance).
+    /// Rust's hint to rerun with `RUST_BACKTRACE=1` is dropped: no environment reaches
+    /// the sandbox, so it cannot apply.
     pub fn stderr_text(&self) -> String {
         let written = self.stderr.contents();
         let current = written.get(self.stderr_mark..).unwrap_or_default();
-        String::from_utf8_lossy(current).trim().to_string()
+        String::from_utf8_lossy(current)
+            .lines()
+            .filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE=1`"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_string()
     }
 
     /// Whether earlier calls filled so much of the bounded stderr pipe that a panic

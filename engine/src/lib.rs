@@ -17,6 +17,7 @@ pub mod guard;
 mod hex;
 pub mod host;
 pub mod limits;
+pub mod names;
 pub mod plugin;
 pub mod registry;
 pub mod removal;

@@ -32,6 +32,20 @@ pub fn digest(bytes: &[u8]) -> String {
     crate::hex::sha256_prefixed(&Sha256::digest(bytes))
 }
 
+/// Why `bytes` cannot be a component, judged by its header, with a hint on building
+/// one; `None` when the header is a component's.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    match (bytes.get(..4), bytes.get(4..8)) {
+        (Some(b"\0asm"), Some([0x0d, 0x00, 0x01, 0x00])) => None,
+        (Some(b"\0asm"), Some([0x01, 0x00, 0x00, 0x00])) => Some(
+            "a core WebAssembly module, not a component; build one with `cargo build --target wasm32-wasip2` (a crate that uses wit-bindgen with the tagguard:policy world)",
+        ),
+        _ => Some(
+            "not a WebAssembly component; build one with `cargo build --target wasm32-wasip2` (a crate that uses wit-bindgen with the tagguard:policy world)",
+        ),
+    }
+}
+
 /// A store that has no tags; used while a plugin is probed.
 pub(crate) struct NoTags;
 
@@ -69,7 +83,13 @@ impl Plugin {
             path: path.into(),
             source,
         })?;
-        Self::from_bytes(runtime, &bytes)
+        Self::from_bytes(runtime, &bytes).map_err(|e| match e {
+            EngineError::Load { reason, .. } => EngineError::Load {
+                plugin: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
     }
 
     /// Compiles `bytes` (through the precompile cache), checks that the component
@@ -77,6 +97,12 @@ impl Plugin {
     /// version `info` reports. `info` runs under the query deadline and memory cap.
     pub fn from_bytes(runtime: &Runtime, bytes: &[u8]) -> Result<Self, EngineError> {
         let digest = digest(bytes);
+        if let Some(reason) = not_a_component(bytes) {
+            return Err(EngineError::Load {
+                plugin: digest,
+                reason: reason.into(),
+            });
+        }
         let mismatch = |reason: String| EngineError::ContractMismatch {
             plugin: digest.clone(),
             reason,
@@ -125,6 +151,13 @@ impl Plugin {
             stamp,
             limits,
         })
+    }
+
+    /// Runs the self-test a swap runs before it publishes a plugin: a few decisions and
+    /// a small retroactive run against a scratch store, each checked by the
+    /// completeness guard. `Ok` means a swap would accept it.
+    pub fn self_test(&self) -> Result<(), EngineError> {
+        crate::selftest::run(self)
     }
 
     /// What the plugin reports about itself.

@@ -6,6 +6,7 @@
 use crate::bindings::policy_engine::{DeleteOperation, DeleteRequest, PushRequest};
 use crate::bindings::types::{Policy, PolicyError, Scope};
 use crate::error::EngineError;
+use crate::names::{check_namespace, check_repository};
 use std::collections::HashSet;
 
 fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> EngineError {
@@ -16,8 +17,22 @@ fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> Engi
     }
 }
 
+/// A namespace and, if given, a repository, named by the OCI rule.
+pub(crate) fn place(
+    call: &'static str,
+    name: &str,
+    namespace: &str,
+    repository: Option<&str>,
+) -> Result<(), EngineError> {
+    check_namespace(namespace).map_err(|r| invalid(call, format!("{name}namespace"), r))?;
+    match repository {
+        Some(r) => check_repository(r).map_err(|e| invalid(call, format!("{name}repository"), e)),
+        None => Ok(()),
+    }
+}
+
 /// The fields of a policy other than its pattern, as `validate-policy` checks them,
-/// as a request error naming `name`'s field.
+/// as a request error naming `name`'s field; and its names, by the OCI rule.
 fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
     candidate(p).map_err(|e| {
         let (field, reason) = match e {
@@ -29,7 +44,13 @@ fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError>
             other => ("tag-pattern".to_string(), other.message()),
         };
         invalid(call, format!("{name}.{field}"), reason)
-    })
+    })?;
+    place(
+        call,
+        &format!("{name}."),
+        &p.namespace,
+        p.repository.as_deref(),
+    )
 }
 
 /// A candidate policy's fields, as `validate-policy` checks them and with the same
@@ -116,6 +137,7 @@ fn in_scope(
 
 /// A push: its policies apply to its repository, and `existing` is the pushed tag.
 pub(crate) fn push(call: &'static str, req: &PushRequest) -> Result<(), EngineError> {
+    place(call, "", &req.namespace, Some(&req.repository))?;
     in_scope(call, &req.policies, &req.namespace, &req.repository)?;
     if let Some(t) = &req.existing {
         let same = t.namespace == req.namespace
@@ -141,6 +163,7 @@ pub(crate) fn delete(call: &'static str, req: &DeleteRequest) -> Result<(), Engi
     let Some(first) = req.tags.first() else {
         return Err(invalid(call, "tags".into(), "must not be empty"));
     };
+    place(call, "tags[0].", &first.namespace, Some(&first.repository))?;
     let mut ids = HashSet::new();
     for (i, t) in req.tags.iter().enumerate() {
         if !ids.insert(t.id) {

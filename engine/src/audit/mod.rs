@@ -13,6 +13,7 @@ mod chain;
 mod checkpoint;
 mod export;
 mod history;
+mod import;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ pub use export::{
     missing_fields, quay_log_line, to_cloudevents_jsonl, to_quay_jsonl,
 };
 pub use history::{TagEvent, TagHistory, tag_history};
+pub use import::{ImportError, read_jsonl};
 
 use serde::Serialize;
 use serde_json::Value;
