@@ -164,3 +164,32 @@ fn clearing_immutability_needs_an_admin_and_unknown_tags_are_not_found() {
     );
     assert_compliant(reg.db());
 }
+
+#[test]
+fn namespace_and_repository_names_follow_the_oci_rule() {
+    let reg = seeded();
+    let before = snapshot(&reg);
+    for (namespace, repository, field) in [
+        ("Org", "app", "namespace"),
+        ("org", "App", "repository"),
+        ("org", "team//app", "repository"),
+        ("org_", "app", "namespace"),
+    ] {
+        let err = reg
+            .push(&user("ci"), namespace, repository, "v1", "sha256:a")
+            .unwrap_err();
+        let RegistryError::Engine(EngineError::InvalidRequest {
+            field: f, reason, ..
+        }) = &err
+        else {
+            panic!("{namespace}/{repository}: {err}")
+        };
+        assert_eq!(f, field, "{namespace}/{repository}");
+        assert!(reason.contains("OCI name rule"), "{reason}");
+    }
+    // Names of any depth are fine.
+    reg.push(&user("ci"), "org", "team/app", "v1", "sha256:a")
+        .unwrap();
+    assert_ne!(snapshot(&reg), before);
+    assert_compliant(reg.db());
+}
