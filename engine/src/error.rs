@@ -108,7 +108,7 @@ pub enum EngineError {
         reason: String,
     },
     /// The plugin did or returned something the contract forbids: a rewritten policy, a
-    /// scan that moves backwards or outside a run, a result that disagrees with what the
+    /// scan that skips or repeats a page or happens outside a run, a result that disagrees with what the
     /// host saw. Nothing was committed.
     #[error("plugin {plugin}, call {call}: broke the contract, nothing committed: {reason}")]
     ContractViolation {

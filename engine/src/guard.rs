@@ -327,14 +327,21 @@ pub fn completed_run(
     }
 }
 
-/// A preview reports at most `limit` sample tags, no more than it counted, no more than
-/// the host let it scan, each a mutable tag in the policy's scope, once.
+/// A preview scanned to the end, and reports at most `limit` sample tags, no more than
+/// it counted, no more than the host let it scan, each a mutable tag in the policy's
+/// scope, once.
 pub fn preview(
     policy: &Policy,
     limit: u32,
     report: &PreviewReport,
     state: &CallState,
 ) -> Result<(), String> {
+    if !state.exhausted {
+        return Err(
+            "the preview reports a count, but its last scan did not reach the end (an empty page)"
+                .into(),
+        );
+    }
     let sampled = report.sample.len() as u64;
     if sampled > u64::from(limit) || sampled > report.count || report.count > state.seen {
         return Err(format!(

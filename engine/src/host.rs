@@ -81,7 +81,7 @@ impl Access {
 #[error("{0}")]
 pub struct GuardViolation(pub String);
 
-/// A use of an import that the contract forbids (a scan that moves backwards, a mark
+/// A use of an import that the contract forbids (a scan that skips or repeats a page, a mark
 /// outside a run); it aborts the call with a trap the engine classifies as
 /// `ContractViolation`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,7 +109,7 @@ pub struct CallState {
     pub scanned: HashMap<u64, Tag>,
     /// Tags scanned in this call (a preview's sample may only name those).
     pub seen: u64,
-    /// The id of the last tag any scan of this call returned: scans only move forward.
+    /// The id of the last tag any scan of this call returned: each scan continues from it.
     pub cursor: u64,
     /// Scan pages that returned tags.
     pub pages: u32,
@@ -394,9 +394,9 @@ impl tag_store::Host for HostState {
                 "scan is only allowed in run-retroactive and preview",
             ));
         };
-        if request.after_id < self.call.cursor {
+        if request.after_id != self.call.cursor {
             return Err(breach(format!(
-                "scans only move forward: after-id {} is below {}, the last id already returned",
+                "scans go page by page: after-id {} is not {}, the last id already returned (0 before the first page)",
                 request.after_id, self.call.cursor
             )));
         }

@@ -190,9 +190,16 @@ fn a_run_marks_only_tags_its_scans_returned_in_the_policys_scope() {
 fn a_run_that_rescans_from_the_start_breaks_the_contract() {
     let (reg, _, err) = stopped_run("rescan", "v1", Granularity::PerTag);
     assert!(
-        matches!(&err, EngineError::ContractViolation { reason, .. } if reason.contains("scans only move forward")),
+        matches!(&err, EngineError::ContractViolation { reason, .. } if reason.contains("scans go page by page")),
         "{err}"
     );
+    // Jumping past every tag to an empty page cannot make a run look complete either.
+    let (_, db, err) = stopped_run("skip-ahead", "v1", Granularity::PerTag);
+    assert!(
+        matches!(&err, EngineError::ContractViolation { reason, .. } if reason.contains("after-id 1000000 is not 0")),
+        "{err}"
+    );
+    assert_eq!(immutable_tags(&db), 0);
     still_serving(&reg);
 }
 

@@ -51,8 +51,10 @@ mod policy {
         Rewrite,
         /// run (uuid `rescan`): scans page 1 again and again.
         Rescan,
-        /// run (uuid `stuck`): scans past the end forever.
+        /// run (uuid `stuck`): at the end of the scan, scans the empty end forever.
         Stuck,
+        /// run (uuid `skip-ahead`): jumps past every tag and claims completion.
+        SkipAhead,
         /// run (uuid `foreign-mark`): marks ids its scans never returned.
         ForeignMark,
         /// run (uuid `flip-record`): per-tag records say `previous_immutable: true`.
@@ -88,6 +90,7 @@ mod policy {
             "rewrite" => Lie::Rewrite,
             "rescan" => Lie::Rescan,
             "stuck" => Lie::Stuck,
+            "skip-ahead" => Lie::SkipAhead,
             "foreign-mark" => Lie::ForeignMark,
             "flip-record" => Lie::FlipRecord,
             "batch-elsewhere" => Lie::BatchElsewhere,
@@ -331,7 +334,7 @@ mod policy {
                 let request = tag_store::ScanRequest {
                     after_id: match told {
                         Some(Lie::Rescan) => 0,
-                        Some(Lie::Stuck) => u64::MAX,
+                        Some(Lie::SkipAhead) => 1_000_000,
                         _ => after_id,
                     },
                     limit: o.batch_size,
@@ -344,10 +347,15 @@ mod policy {
                         n = std::hint::black_box(n.wrapping_add(tags.len() as u64));
                     }
                 }
-                if matches!(told, Some(Lie::Rescan | Lie::Stuck)) {
+                if told == Some(Lie::Rescan) {
                     continue;
                 }
-                let Some(last) = tags.last() else { break };
+                let Some(last) = tags.last() else {
+                    if told == Some(Lie::Stuck) {
+                        continue;
+                    }
+                    break;
+                };
                 after_id = last.id;
                 pages += 1;
                 let firing: Vec<_> = tags
@@ -478,15 +486,19 @@ mod policy {
         }
 
         fn preview(p: t::Policy, _limit: u32) -> Result<pe::PreviewReport, t::Error> {
-            let tags = tag_store::scan(tag_store::ScanRequest {
-                after_id: 0,
-                limit: 100,
-            })
-            .map_err(t::Error::Store)?;
-            let mut sample: Vec<_> = tags
-                .into_iter()
-                .filter(|x| !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty())
-                .collect();
+            let (mut sample, mut after_id) = (Vec::new(), 0);
+            loop {
+                let tags = tag_store::scan(tag_store::ScanRequest {
+                    after_id,
+                    limit: 100,
+                })
+                .map_err(t::Error::Store)?;
+                let Some(last) = tags.last() else { break };
+                after_id = last.id;
+                sample.extend(tags.into_iter().filter(|x| {
+                    !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty()
+                }));
+            }
             if lie(&p.uuid) == Some(Lie::PreviewLie) {
                 sample.push(t::Tag {
                     id: 1,
