@@ -99,7 +99,7 @@ pub(crate) fn validate_policy(
     request::candidate(candidate).map_err(invalid)?;
     request::place(
         CALL,
-        "candidate.",
+        request::At::Part("candidate"),
         &candidate.namespace,
         candidate.repository.as_deref(),
     )?;
@@ -216,7 +216,7 @@ pub(crate) fn policy_record(
         PolicyEvent::Updated(_) => ("on-policy-updated", RecordKind::UpdateImmutabilityPolicy),
         PolicyEvent::Deleted => ("on-policy-deleted", RecordKind::DeleteImmutabilityPolicy),
     };
-    request::policy(call, "policy", policy)?;
+    request::policy(call, request::At::Part("policy"), policy)?;
     if let PolicyEvent::Updated(before) = event {
         request::update(call, before, policy)?;
     }
@@ -248,7 +248,7 @@ pub(crate) fn run(
     options: &RunOptions,
 ) -> (Result<RunSummary, EngineError>, CallState) {
     const CALL: &str = "run-retroactive";
-    if let Err(e) = request::policy(CALL, "policy", policy) {
+    if let Err(e) = request::policy(CALL, request::At::Part("policy"), policy) {
         return (Err(e), CallState::default());
     }
     let access = Access::Run {
@@ -299,7 +299,7 @@ pub(crate) fn preview(
     limit: u32,
 ) -> Result<PreviewReport, EngineError> {
     const CALL: &str = "preview";
-    request::policy(CALL, "policy", policy)?;
+    request::policy(CALL, request::At::Part("policy"), policy)?;
     let access = Access::Scan {
         policy: policy.clone(),
     };

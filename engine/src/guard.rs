@@ -30,14 +30,17 @@ fn meta_bool(e: &AuditEntry, key: &str) -> Option<bool> {
 /// states them, the policy's pattern, polarity and scope. A record that names the
 /// right uuid with another pattern would mislead whoever reads it.
 pub fn names_policy(e: &AuditEntry, policy: &Policy) -> bool {
-    let states = |key: &str, value: Value| e.metadata.get(key).is_none_or(|v| *v == value);
+    let states_str = |key: &str, value: &str| {
+        e.metadata
+            .get(key)
+            .is_none_or(|v| v.as_str() == Some(value))
+    };
     e.meta_str("policy_uuid") == Some(policy.uuid.as_str())
-        && states("policy_pattern", Value::from(policy.tag_pattern.as_str()))
-        && states(
-            "policy_pattern_matches",
-            Value::from(policy.tag_pattern_matches),
-        )
-        && states("policy_scope", Value::from(policy.scope.as_str()))
+        && states_str("policy_pattern", &policy.tag_pattern)
+        && e.metadata
+            .get("policy_pattern_matches")
+            .is_none_or(|v| v.as_bool() == Some(policy.tag_pattern_matches))
+        && states_str("policy_scope", policy.scope.as_str())
 }
 
 /// Whether a record's `manifest_digest`, where it states one, is `digest`.
@@ -50,15 +53,14 @@ pub fn states_digest(e: &AuditEntry, digest: &str) -> bool {
 /// Every match names a distinct policy of `given` that fires: its `pattern-matched`
 /// equals the policy's polarity, as the contract defines firing.
 pub fn matches(given: &[Policy], matched: &[PolicyMatch]) -> Result<(), String> {
-    let mut seen = HashSet::new();
-    for m in matched {
+    for (i, m) in matched.iter().enumerate() {
         if !given.contains(&m.policy) {
             return Err(format!(
                 "the plugin reports policy {} as firing, which is not one of the policies it was given",
                 m.policy.uuid
             ));
         }
-        if !seen.insert(m.policy.uuid.as_str()) {
+        if matched[..i].iter().any(|o| o.policy.uuid == m.policy.uuid) {
             return Err(format!("the plugin reports policy {} twice", m.policy.uuid));
         }
         if m.pattern_matched != m.policy.tag_pattern_matches {

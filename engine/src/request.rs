@@ -9,6 +9,29 @@ use crate::error::EngineError;
 use crate::names::{check_namespace, check_repository};
 use std::collections::HashSet;
 
+/// Where a checked value sits in the request, e.g. `policies[3]`; spelled out only when
+/// a check fails, so a request that passes costs no formatting.
+#[derive(Clone, Copy)]
+pub(crate) enum At<'a> {
+    /// The request itself (`namespace`, `repository`).
+    Top,
+    /// A named part (`candidate`, `policy`).
+    Part(&'a str),
+    /// An element of a named list (`policies[3]`).
+    Item(&'a str, usize),
+}
+
+impl At<'_> {
+    /// The full name of `field` here.
+    fn field(self, field: &str) -> String {
+        match self {
+            At::Top => field.to_string(),
+            At::Part(part) => format!("{part}.{field}"),
+            At::Item(list, i) => format!("{list}[{i}].{field}"),
+        }
+    }
+}
+
 fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> EngineError {
     EngineError::InvalidRequest {
         call,
@@ -20,20 +43,20 @@ fn invalid(call: &'static str, field: String, reason: impl Into<String>) -> Engi
 /// A namespace and, if given, a repository, named by the OCI rule.
 pub(crate) fn place(
     call: &'static str,
-    name: &str,
+    at: At<'_>,
     namespace: &str,
     repository: Option<&str>,
 ) -> Result<(), EngineError> {
-    check_namespace(namespace).map_err(|r| invalid(call, format!("{name}namespace"), r))?;
+    check_namespace(namespace).map_err(|r| invalid(call, at.field("namespace"), r))?;
     match repository {
-        Some(r) => check_repository(r).map_err(|e| invalid(call, format!("{name}repository"), e)),
+        Some(r) => check_repository(r).map_err(|e| invalid(call, at.field("repository"), e)),
         None => Ok(()),
     }
 }
 
 /// The fields of a policy other than its pattern, as `validate-policy` checks them,
 /// as a request error naming `name`'s field; and its names, by the OCI rule.
-fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
+fn fields(call: &'static str, at: At<'_>, p: &Policy) -> Result<(), EngineError> {
     candidate(p).map_err(|e| {
         let (field, reason) = match e {
             PolicyError::MissingField(field) => (field, "must not be empty".to_string()),
@@ -43,14 +66,9 @@ fn fields(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError>
             ),
             other => ("tag-pattern".to_string(), other.message()),
         };
-        invalid(call, format!("{name}.{field}"), reason)
+        invalid(call, at.field(&field), reason)
     })?;
-    place(
-        call,
-        &format!("{name}."),
-        &p.namespace,
-        p.repository.as_deref(),
-    )
+    place(call, at, &p.namespace, p.repository.as_deref())
 }
 
 /// A candidate policy's fields, as `validate-policy` checks them and with the same
@@ -79,13 +97,13 @@ pub(crate) fn candidate(p: &Policy) -> Result<(), PolicyError> {
 
 /// A stored policy: its fields, and a pattern that validation normalised (not empty,
 /// no white space around it).
-pub(crate) fn policy(call: &'static str, name: &str, p: &Policy) -> Result<(), EngineError> {
-    fields(call, name, p)?;
+pub(crate) fn policy(call: &'static str, at: At<'_>, p: &Policy) -> Result<(), EngineError> {
+    fields(call, at, p)?;
     let pattern = &p.tag_pattern;
     if pattern.trim().is_empty() || pattern.trim() != pattern {
         return Err(invalid(
             call,
-            format!("{name}.tag-pattern"),
+            at.field("tag-pattern"),
             format!("{pattern:?} is not a validated pattern (empty, or white space around it)"),
         ));
     }
@@ -94,13 +112,12 @@ pub(crate) fn policy(call: &'static str, name: &str, p: &Policy) -> Result<(), E
 
 /// Stored policies, each checked as [`policy`], with distinct uuids.
 pub(crate) fn policies(call: &'static str, name: &str, ps: &[Policy]) -> Result<(), EngineError> {
-    let mut uuids = HashSet::new();
     for (i, p) in ps.iter().enumerate() {
-        policy(call, &format!("{name}[{i}]"), p)?;
-        if !uuids.insert(p.uuid.as_str()) {
+        policy(call, At::Item(name, i), p)?;
+        if ps[..i].iter().any(|q| q.uuid == p.uuid) {
             return Err(invalid(
                 call,
-                format!("{name}[{i}].uuid"),
+                At::Item(name, i).field("uuid"),
                 format!("{} appears twice", p.uuid),
             ));
         }
@@ -137,7 +154,7 @@ fn in_scope(
 
 /// A push: its policies apply to its repository, and `existing` is the pushed tag.
 pub(crate) fn push(call: &'static str, req: &PushRequest) -> Result<(), EngineError> {
-    place(call, "", &req.namespace, Some(&req.repository))?;
+    place(call, At::Top, &req.namespace, Some(&req.repository))?;
     in_scope(call, &req.policies, &req.namespace, &req.repository)?;
     if let Some(t) = &req.existing {
         let same = t.namespace == req.namespace
@@ -163,7 +180,12 @@ pub(crate) fn delete(call: &'static str, req: &DeleteRequest) -> Result<(), Engi
     let Some(first) = req.tags.first() else {
         return Err(invalid(call, "tags".into(), "must not be empty"));
     };
-    place(call, "tags[0].", &first.namespace, Some(&first.repository))?;
+    place(
+        call,
+        At::Item("tags", 0),
+        &first.namespace,
+        Some(&first.repository),
+    )?;
     let mut ids = HashSet::new();
     for (i, t) in req.tags.iter().enumerate() {
         if !ids.insert(t.id) {
