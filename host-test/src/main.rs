@@ -43,9 +43,23 @@ fn main() -> Result<()> {
         plugin,
         trail,
         trail_format,
-        scenarios,
+        scenarios: paths,
     } = Cli::parse().command;
     let trail_format = trail_format.or(trail.then_some(ExportFormat::Json));
+    let scenarios = match scenario::load_all(&paths) {
+        Ok(scenarios) => scenarios,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            bail!(
+                "{} of {} scenario {} could not be loaded; no scenario was run",
+                errors.len(),
+                paths.len(),
+                plural(paths.len(), "file", "files")
+            );
+        }
+    };
     let runtime = Runtime::new()?;
     let plugin = match &plugin {
         Some(path) => Plugin::from_file(&runtime, path)
@@ -54,10 +68,9 @@ fn main() -> Result<()> {
     };
     println!("plugin {}", plugin.stamp());
     let (mut passed, mut failed) = (0usize, 0usize);
-    for path in &scenarios {
-        let scenario = scenario::load(path).map_err(anyhow::Error::msg)?;
+    for (path, scenario) in paths.iter().zip(&scenarios) {
         println!("\n== {} ({})", scenario.name, path.display());
-        let report = scenario::run(&runtime, &plugin, &scenario);
+        let report = scenario::run(&runtime, &plugin, scenario);
         for check in &report.checks {
             match &check.failure {
                 None => {
@@ -74,13 +87,28 @@ fn main() -> Result<()> {
             }
         }
         if let Some(format) = trail_format {
-            println!("-- audit trail ({} records)", report.trail.len());
+            let n = report.trail.len();
+            println!("-- audit trail ({n} {})", plural(n, "record", "records"));
             print!("{}", export(&report.trail, format, TRAIL_SOURCE));
         }
     }
-    println!("\nscenarios: {passed} passed, {failed} failed");
-    if failed > 0 {
-        bail!("{failed} expectation(s) failed");
+    let total = passed + failed;
+    let in_scenarios = format!(
+        "{} in {} {}",
+        plural(total, "check", "checks"),
+        scenarios.len(),
+        plural(scenarios.len(), "scenario", "scenarios")
+    );
+    if failed == 0 {
+        println!("\n{total} {in_scenarios} passed");
+        Ok(())
+    } else {
+        println!("\n{passed} of {total} {in_scenarios} passed, {failed} failed");
+        bail!("{failed} {} failed", plural(failed, "check", "checks"));
     }
-    Ok(())
+}
+
+/// `one` when `n` is 1, `many` otherwise.
+fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
 }

@@ -5,7 +5,8 @@ use crate::compliance;
 use crate::registry::{AuditQuery, NewPolicy, Registry, RegistryError, system, user};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use tagguard_engine::audit::ChainedEntry;
 use tagguard_engine::{Actor, EngineError, Plugin, Runtime, Settings, built_plugin_path};
 
@@ -20,6 +21,10 @@ pub struct Scenario {
     pub batch_size: Option<u32>,
     /// The steps, in order.
     pub steps: Vec<Step>,
+    /// The directory of the scenario file, set by [`load`]: relative `swap` paths resolve
+    /// against it (against the working directory when `None`).
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Who performs a step (default: user `alice`, not an admin).
@@ -38,7 +43,7 @@ pub struct As {
 fn split_repo(repo: &str) -> Result<(&str, &str), String> {
     repo.split_once('/')
         .filter(|(n, r)| !n.is_empty() && !r.is_empty())
-        .ok_or_else(|| format!("repo {repo:?}: expected namespace/repository"))
+        .ok_or_else(|| format!("repo \"{repo}\": expected namespace/repository"))
 }
 
 /// What an action step expects (default: success).
@@ -287,10 +292,32 @@ impl Report {
     }
 }
 
-/// Loads a scenario file.
+/// Loads a scenario file; the error names the file.
 pub fn load(path: &Path) -> Result<Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let mut scenario: Scenario =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    scenario.dir = Some(match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    Ok(scenario)
+}
+
+/// Loads every scenario file before any runs: all of them, or the error of each that failed.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, Vec<String>> {
+    let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+    for path in paths {
+        match load(path) {
+            Ok(scenario) => loaded.push(scenario),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
 }
 
 fn actor_of(a: &As) -> Actor {
@@ -301,11 +328,124 @@ fn actor_of(a: &As) -> Actor {
     }
 }
 
-fn outcome_of<T>(result: &Result<T, RegistryError>) -> (Outcome, String) {
+impl Outcome {
+    /// The expectation as a present-tense verb phrase: "succeeds", "is denied", "fails".
+    fn verb(self) -> &'static str {
+        match self {
+            Outcome::Ok => "succeeds",
+            Outcome::Denied => "is denied",
+            Outcome::Error => "fails",
+        }
+    }
+
+    /// The expectation as "should ...", for a check that failed.
+    fn should(self) -> &'static str {
+        match self {
+            Outcome::Ok => "should succeed",
+            Outcome::Denied => "should be denied",
+            Outcome::Error => "should fail",
+        }
+    }
+}
+
+/// What a step did: its outcome and, for an error, its kind and message.
+struct Happened {
+    /// Success, denial or other error.
+    outcome: Outcome,
+    /// The error, when there was one.
+    error: Option<ErrorReport>,
+}
+
+/// An error as the runner prints it: `KIND: message`.
+struct ErrorReport {
+    /// The `RegistryError` or `EngineError` variant, or the registry code (`TAG_IMMUTABLE`).
+    kind: String,
+    /// The error's message.
+    message: String,
+}
+
+impl fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl fmt::Display for Happened {
+    /// "it succeeded", "it was denied with KIND: message", "it failed with KIND: message".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.outcome, &self.error) {
+            (Outcome::Denied, Some(e)) => write!(f, "it was denied with {e}"),
+            (_, Some(e)) => write!(f, "it failed with {e}"),
+            (_, None) => write!(f, "it succeeded"),
+        }
+    }
+}
+
+/// The name of an engine error's variant; a swap or run that stopped names its cause too.
+fn engine_error_kind(e: &EngineError) -> String {
+    let kind = match e {
+        EngineError::Io { .. } => "Io",
+        EngineError::Load { .. } => "Load",
+        EngineError::UnsafeCache { .. } => "UnsafeCache",
+        EngineError::ContractMismatch { .. } => "ContractMismatch",
+        EngineError::GuestTrap { .. } => "GuestTrap",
+        EngineError::Timeout { .. } => "Timeout",
+        EngineError::MemoryLimit { .. } => "MemoryLimit",
+        EngineError::Plugin { .. } => "Plugin",
+        EngineError::InvalidPolicy { .. } => "InvalidPolicy",
+        EngineError::AuditMissing { .. } => "AuditMissing",
+        EngineError::ContractViolation { .. } => "ContractViolation",
+        EngineError::InvalidRequest { .. } => "InvalidRequest",
+        EngineError::InvalidSettings { .. } => "InvalidSettings",
+        EngineError::HostStore { .. } => "HostStore",
+        EngineError::HostAudit { .. } => "HostAudit",
+        EngineError::NoPreviousGeneration => "NoPreviousGeneration",
+        EngineError::Conflict { .. } => "Conflict",
+        EngineError::SwapRejected { cause, .. } => {
+            return format!("SwapRejected ({})", engine_error_kind(cause));
+        }
+        EngineError::RunIncomplete { cause, .. } => {
+            return format!("RunIncomplete ({})", engine_error_kind(cause));
+        }
+        _ => "EngineError",
+    };
+    kind.to_string()
+}
+
+/// The kind and message of a registry error.
+fn error_report(e: &RegistryError) -> ErrorReport {
+    let (kind, message) = match e {
+        RegistryError::TagImmutable {
+            code,
+            operation,
+            tag,
+        } => (
+            code.to_string(),
+            format!("{operation} of {tag} denied: the tag is immutable"),
+        ),
+        RegistryError::NotFound(what) => ("NotFound".into(), what.clone()),
+        RegistryError::UnknownPolicy(id) => ("UnknownPolicy".into(), format!("no policy {id}")),
+        RegistryError::Forbidden(why) => ("Forbidden".into(), why.clone()),
+        RegistryError::Invalid(what) => ("Invalid".into(), what.clone()),
+        RegistryError::Engine(e) => (engine_error_kind(e), e.to_string()),
+    };
+    ErrorReport { kind, message }
+}
+
+fn outcome_of<T>(result: &Result<T, RegistryError>) -> Happened {
     match result {
-        Ok(_) => (Outcome::Ok, "ok".into()),
-        Err(e) if e.code().is_some() => (Outcome::Denied, e.to_string()),
-        Err(e) => (Outcome::Error, e.to_string()),
+        Ok(_) => Happened {
+            outcome: Outcome::Ok,
+            error: None,
+        },
+        Err(e) => Happened {
+            outcome: if e.code().is_some() {
+                Outcome::Denied
+            } else {
+                Outcome::Error
+            },
+            error: Some(error_report(e)),
+        },
     }
 }
 
@@ -320,6 +460,8 @@ fn resolve(v: &Value) -> Value {
 struct Runner<'a> {
     registry: &'a Registry,
     runtime: &'a Runtime,
+    /// The scenario file's directory, for relative `swap` paths.
+    dir: Option<&'a Path>,
     checks: Vec<Check>,
     step: usize,
 }
@@ -333,11 +475,22 @@ impl Runner<'_> {
         });
     }
 
+    /// Records an action: passed with what happened (its error, if one was expected), or
+    /// failed with what happened instead.
     fn action<T>(&mut self, what: String, expect: Outcome, result: Result<T, RegistryError>) {
-        let (got, detail) = outcome_of(&result);
-        let failure =
-            (got != expect).then(|| format!("expected {expect:?}, got {got:?}: {detail}"));
-        self.record(format!("{what} -> {expect:?}"), failure);
+        let happened = outcome_of(&result);
+        if happened.outcome == expect {
+            let line = match &happened.error {
+                Some(e) => format!("{what} {} with {e}", expect.verb()),
+                None => format!("{what} {}", expect.verb()),
+            };
+            self.record(line, None);
+        } else {
+            self.record(
+                format!("{what} {}", expect.should()),
+                Some(format!("but {happened}")),
+            );
+        }
     }
 
     fn run_step(&mut self, step: &Step) -> Result<(), String> {
@@ -360,7 +513,7 @@ impl Runner<'_> {
                     matches: *matches,
                 };
                 self.action(
-                    format!("create policy {id} {pattern:?}"),
+                    format!("create policy {id} {}", pattern_phrase(pattern, *matches)),
                     *expect,
                     r.create_policy(&actor_of(actor), &new),
                 );
@@ -373,7 +526,11 @@ impl Runner<'_> {
                 expect,
             } => {
                 let res = r.update_policy(&actor_of(actor), id, pattern, *matches);
-                self.action(format!("update policy {id} to {pattern:?}"), *expect, res);
+                let what = format!(
+                    "update policy {id} to {}",
+                    pattern_phrase(pattern, *matches)
+                );
+                self.action(what, *expect, res);
             }
             Step::DeletePolicy { id, actor, expect } => {
                 self.action(
@@ -399,26 +556,49 @@ impl Runner<'_> {
                 };
                 let who = actor_of(actor);
                 let mut wrong = Vec::new();
+                let mut errors = Vec::new();
                 for t in &tags {
                     let d = digest
                         .clone()
                         .unwrap_or_else(|| tagguard_engine::plugin::digest(t.as_bytes()));
-                    let (got, detail) = outcome_of(&r.push(&who, ns, name, t, &d));
-                    if got != *expect {
-                        wrong.push(format!("{t}: expected {expect:?}, got {got:?}: {detail}"));
+                    let happened = outcome_of(&r.push(&who, ns, name, t, &d));
+                    if happened.outcome != *expect {
+                        wrong.push((t, happened.to_string()));
+                    } else if let Some(e) = happened.error {
+                        errors.push(e);
                     }
                 }
                 let what = match tags.as_slice() {
-                    [one] => format!("push {repo}:{one} -> {expect:?}"),
+                    [one] => format!("push {repo}:{one}"),
                     many => format!(
-                        "push {} tags {repo}:{}..{} -> {expect:?}",
+                        "push of {} tags {repo}:{}..{}",
                         many.len(),
                         many[0],
                         many[many.len() - 1]
                     ),
                 };
-                let failure = (!wrong.is_empty()).then(|| wrong.join("\n      "));
-                self.record(what, failure);
+                if wrong.is_empty() {
+                    let line = match errors.as_slice() {
+                        [] => format!("{what} {}", expect.verb()),
+                        [e] => format!("{what} {} with {e}", expect.verb()),
+                        [e, more @ ..] => format!(
+                            "{what} {} with {e} (and {} more)",
+                            expect.verb(),
+                            more.len()
+                        ),
+                    };
+                    self.record(line, None);
+                } else {
+                    let failure = match (tags.len(), wrong.as_slice()) {
+                        (1, [(_, happened)]) => format!("but {happened}"),
+                        _ => wrong
+                            .iter()
+                            .map(|(t, happened)| format!("{t}: {happened}"))
+                            .collect::<Vec<_>>()
+                            .join("\n      "),
+                    };
+                    self.record(format!("{what} {}", expect.should()), Some(failure));
+                }
             }
             Step::DeleteTag {
                 repo,
@@ -463,20 +643,19 @@ impl Runner<'_> {
             } => {
                 let (ns, name) = split_repo(repo)?;
                 let res = r.set_immutable(&actor_of(actor), actor.admin, ns, name, tag, *immutable);
-                self.action(
-                    format!("set {repo}:{tag} immutable={immutable}"),
-                    *expect,
-                    res,
-                );
+                let state = if *immutable { "immutable" } else { "mutable" };
+                self.action(format!("make {repo}:{tag} {state}"), *expect, res);
             }
             Step::Swap {
                 plugin,
                 actor,
                 expect,
             } => {
-                let res = load_plugin(self.runtime, plugin)
-                    .and_then(|p| r.guard().swap(&actor_of(actor), p))
-                    .map_err(RegistryError::Engine);
+                let res = load_plugin(self.runtime, plugin, self.dir).and_then(|p| {
+                    r.guard()
+                        .swap(&actor_of(actor), p)
+                        .map_err(RegistryError::Engine)
+                });
                 self.action(format!("swap to {plugin}"), *expect, res);
             }
             Step::Rollback { actor, expect } => {
@@ -553,9 +732,15 @@ impl Runner<'_> {
             } => {
                 let (ns, name) = split_repo(repo)?;
                 let got = r.tag(ns, name, tag).map(|t| t.immutable);
-                let failure = (got != *immutable)
-                    .then(|| format!("expected immutable={immutable:?}, got {got:?}"));
-                self.record(format!("{repo}:{tag} immutable={immutable:?}"), failure);
+                let failure = (got != *immutable).then(|| {
+                    format!(
+                        "expected {repo}:{tag} to {}, but it {}",
+                        tag_state(*immutable, "be immutable", "be mutable", "not exist"),
+                        tag_state(got, "is immutable", "is mutable", "does not exist"),
+                    )
+                });
+                let state = tag_state(*immutable, "is immutable", "is mutable", "does not exist");
+                self.record(format!("{repo}:{tag} {state}"), failure);
             }
             Step::ExpectAudit {
                 kind,
@@ -626,31 +811,96 @@ impl Runner<'_> {
                     }
                     msg
                 });
-                let target = [repo.as_deref(), tag.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                self.record(
-                    format!(
-                        "audit {kind} {target} count={}",
-                        count.map_or("1+".into(), |n| n.to_string())
-                    ),
-                    failure,
-                );
+                let target = match (repo.as_deref(), tag.as_deref()) {
+                    (Some(repo), Some(tag)) => format!(" for {repo}:{tag}"),
+                    (Some(repo), None) => format!(" for {repo}"),
+                    (None, Some(tag)) => format!(" for tag {tag}"),
+                    (None, None) => String::new(),
+                };
+                let records = match count {
+                    Some(1) => "1 record".to_string(),
+                    Some(n) => format!("{n} records"),
+                    None => "at least 1 record".to_string(),
+                };
+                self.record(format!("audit {kind}{target}: {records}"), failure);
             }
         }
         Ok(())
     }
 }
 
-/// Loads `default` (the embedded plugin), a plugin the build made, or a component file.
-pub fn load_plugin(runtime: &Runtime, name: &str) -> Result<Plugin, EngineError> {
-    match name {
-        "default" => Plugin::default_plugin(runtime),
-        path if path.ends_with(".wasm") => Plugin::from_file(runtime, path),
-        package => Plugin::from_file(runtime, built_plugin_path(package)),
+/// `matching "P"`, or `not matching "P"` for an inverted policy.
+fn pattern_phrase(pattern: &str, matches: bool) -> String {
+    let not = if matches { "" } else { "not " };
+    format!("{not}matching \"{pattern}\"")
+}
+
+/// One of three words for a tag's state: immutable, mutable, or no alive tag.
+fn tag_state<'a>(
+    state: Option<bool>,
+    immutable: &'a str,
+    mutable: &'a str,
+    none: &'a str,
+) -> &'a str {
+    match state {
+        Some(true) => immutable,
+        Some(false) => mutable,
+        None => none,
     }
+}
+
+/// Loads `default` (the embedded plugin), a component file (a relative path resolves against
+/// `base`, the scenario's directory), or a plugin the build made, by package name.
+pub fn load_plugin(
+    runtime: &Runtime,
+    name: &str,
+    base: Option<&Path>,
+) -> Result<Plugin, RegistryError> {
+    if name == "default" {
+        return Ok(Plugin::default_plugin(runtime)?);
+    }
+    let path = match base {
+        Some(base) if Path::new(name).is_relative() => base.join(name),
+        _ => PathBuf::from(name),
+    };
+    if path.is_file() {
+        return Ok(Plugin::from_file(runtime, &path)?);
+    }
+    let looks_like_path = name.ends_with(".wasm") || name.contains('/') || name.contains('\\');
+    if looks_like_path {
+        return Err(RegistryError::NotFound(format!(
+            "plugin file {} does not exist",
+            path.display()
+        )));
+    }
+    let built = built_plugin_path(name);
+    if built.is_file() {
+        return Ok(Plugin::from_file(runtime, &built)?);
+    }
+    Err(RegistryError::NotFound(format!(
+        "no plugin named \"{name}\" and no file {}; give a component file or one of: {}",
+        path.display(),
+        plugin_names().join(", ")
+    )))
+}
+
+/// The names a `swap` step accepts besides a file: `default` and every plugin the build made.
+pub fn plugin_names() -> Vec<String> {
+    let probe = built_plugin_path("x");
+    let mut names: Vec<String> = probe
+        .parent()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let stem = path.file_stem()?.to_str()?;
+            (path.extension()? == "wasm").then(|| stem.replace('_', "-"))
+        })
+        .collect();
+    names.sort();
+    names.insert(0, "default".to_string());
+    names
 }
 
 /// Runs `scenario` against a fresh registry with `plugin`; ends with the compliance check.
@@ -664,6 +914,7 @@ pub fn run(runtime: &Runtime, plugin: &Plugin, scenario: &Scenario) -> Report {
     let mut runner = Runner {
         registry: &registry,
         runtime,
+        dir: scenario.dir.as_deref(),
         checks: Vec::new(),
         step: 0,
     };

@@ -178,7 +178,7 @@ fn the_scenario_runner_reports_a_failing_expectation() {
         .collect();
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(
-        failures[0].contains("expected immutable=Some(true), got Some(false)"),
+        failures[0].contains("expected org/r:latest to be immutable, but it is mutable"),
         "{}",
         failures[0]
     );
