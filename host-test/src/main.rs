@@ -10,9 +10,18 @@ use tagguard_engine::{Plugin, Runtime};
 const TRAIL_SOURCE: &str = "/tagguard/mock-registry";
 use tagguard_host_test::scenario;
 
-/// The tagguard mock registry and scenario runner.
+/// The tagguard scenario runner.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "Runs tagguard scenario files against a mock container registry.",
+    long_about = "Runs tagguard scenario files against a mock container registry.\n\n\
+        Each scenario gets a fresh registry served by the plugin under test (the embedded \
+        default plugin, or --plugin FILE). Every step prints PASS or FAIL; the compliance \
+        invariants are checked at the end of each scenario. Every file is loaded before any \
+        runs; the exit status is non-zero if a file cannot be loaded or a check fails. \
+        The format is described in docs/scenarios.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

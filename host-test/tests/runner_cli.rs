@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tagguard_engine::built_plugin_path;
 
+/// The package description, which neither binary's help may stand in for.
+const PACKAGE_DESCRIPTION: &str = "A mock container registry and the end-to-end tests";
+
 /// A directory under the system temp dir, unique to this process and call; removed on drop.
 struct TempDir(PathBuf);
 
@@ -317,4 +320,43 @@ fn swap_paths_resolve_against_the_scenario_and_unknown_names_list_the_valid_ones
         )),
         "{absent}"
     );
+}
+
+#[test]
+fn each_binary_describes_itself_in_its_help() {
+    let here = workspace();
+    let runner_help = run_in(env!("CARGO_BIN_EXE_tagguard-host-test"), &here, &["--help"]);
+    let bench_help = run_in(env!("CARGO_BIN_EXE_bench"), &here, &["--help"]);
+    let runner_short = run_in(env!("CARGO_BIN_EXE_tagguard-host-test"), &here, &["-h"]);
+    let bench_short = run_in(env!("CARGO_BIN_EXE_bench"), &here, &["-h"]);
+    for out in [&runner_help, &bench_help, &runner_short, &bench_short] {
+        assert!(out.status.success(), "{}", stderr(out));
+        assert!(
+            !stdout(out).contains(PACKAGE_DESCRIPTION),
+            "{}",
+            stdout(out)
+        );
+    }
+    let (runner_help, bench_help) = (stdout(&runner_help), stdout(&bench_help));
+    let (runner_short, bench_short) = (stdout(&runner_short), stdout(&bench_short));
+
+    let runner_about = "Runs tagguard scenario files against a mock container registry.";
+    assert_eq!(runner_short.lines().next(), Some(runner_about));
+    assert!(
+        !runner_short.contains("docs/scenarios.md"),
+        "{runner_short}"
+    );
+    assert!(runner_help.starts_with(runner_about), "{runner_help}");
+    assert!(
+        runner_help.contains("Every step prints PASS or FAIL"),
+        "{runner_help}"
+    );
+    assert!(runner_help.contains("docs/scenarios.md"), "{runner_help}");
+
+    let bench_about = "Benchmarks the tagguard plugin and engine against their baselines.";
+    assert_eq!(bench_short.lines().next(), Some(bench_about));
+    assert!(!bench_short.contains("Markdown table"), "{bench_short}");
+    assert!(bench_help.starts_with(bench_about), "{bench_help}");
+    assert!(bench_help.contains("Markdown table"), "{bench_help}");
+    assert!(bench_help.contains("--smoke"), "{bench_help}");
 }

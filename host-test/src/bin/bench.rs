@@ -39,7 +39,15 @@ use tagguard_engine::{Plugin, Runtime};
 
 /// Benchmarks the tagguard plugin and engine against their baselines.
 #[derive(Parser)]
-#[command(about)]
+#[command(
+    about = "Benchmarks the tagguard plugin and engine against their baselines.",
+    long_about = "Benchmarks the tagguard plugin and engine against their baselines.\n\n\
+        Measures what the plugin costs a registry on the push path and in retroactive runs, \
+        and prints one Markdown table: every figure is a median over repeated runs, and every \
+        comparison is a ratio against the native floor, a fresh instance per call, or Quay's \
+        matching loop, measured in the same run. A full run takes about two minutes; --smoke \
+        runs every section with tiny sizes in seconds."
+)]
 struct Cli {
     /// Every section with tiny sizes and few repetitions (figures not judged).
     #[arg(long)]
