@@ -212,6 +212,15 @@ fn a_file_that_is_not_a_component_gets_one_line_with_a_hint() {
 }
 
 #[test]
+fn an_error_prints_each_cause_once() {
+    let o = tagguard(&["--plugin", "/no/such/plugin.wasm", "info"]);
+    fails_with(&o, "reading plugin /no/such/plugin.wasm");
+    let err = stderr(&o);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn plugins_lists_each_built_plugin_with_its_digest_and_path() {
     let o = tagguard(&["plugins"]);
     assert!(o.status.success(), "{}", stderr(&o));
