@@ -169,16 +169,21 @@ fn modified(path: &Path) -> Option<SystemTime> {
 /// each took. A build script's output is hidden, and cargo replays a build
 /// script's `cargo:warning=` lines on every later build until the script runs
 /// again, so with a terminal the lines go straight to it (live, and never
-/// repeated by a no-op build); without one they become warnings. Plugins that
-/// were up to date are not mentioned.
+/// repeated by a no-op build); without one, or in CI, they become warnings.
+/// Plugins that were up to date are not mentioned.
 struct Progress {
     tty: Option<fs::File>,
     warnings: Vec<String>,
 }
 
 impl Progress {
+    /// Lines go to the terminal if there is one, except in CI (`CI` set), where a log
+    /// should keep them.
     fn new() -> Self {
-        let tty = fs::OpenOptions::new().write(true).open("/dev/tty").ok();
+        let tty = match env::var_os("CI") {
+            Some(_) => None,
+            None => fs::OpenOptions::new().write(true).open("/dev/tty").ok(),
+        };
         Self {
             tty,
             warnings: Vec::new(),
