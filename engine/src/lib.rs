@@ -17,6 +17,7 @@ pub mod guard;
 mod hex;
 pub mod host;
 pub mod limits;
+pub mod memory;
 pub mod names;
 pub mod plugin;
 pub mod registry;
@@ -39,6 +40,7 @@ pub use entry::{AuditEntry, Performer, PluginStamp};
 pub use error::EngineError;
 pub use host::RecordLimits;
 pub use limits::Limits;
+pub use memory::MemoryStore;
 pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
 pub use registry::{
     AuditSink, Change, MarkBatch, MarkImmutable, ScanRequest, SinkError, StoreError, TagRef,

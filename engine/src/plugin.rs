@@ -3,13 +3,13 @@
 
 use crate::bindings::TagPolicyPre;
 use crate::bindings::policy_engine::PluginInfo;
-use crate::bindings::types::Tag;
 use crate::entry::PluginStamp;
 use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::host::{Access, HostState};
 use crate::limits::Limits;
-use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagStore};
+use crate::memory::MemoryStore;
+use crate::registry::TagStore;
 use crate::runtime::Runtime;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -43,21 +43,6 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
         _ => Some(
             "not a WebAssembly component; build one with `cargo build --target wasm32-wasip2` (a crate that uses wit-bindgen with the tagguard:policy world)",
         ),
-    }
-}
-
-/// A store that has no tags; used while a plugin is probed.
-pub(crate) struct NoTags;
-
-impl TagStore for NoTags {
-    fn scan(&self, _: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn mark_immutable(&self, _: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
-        Err(StoreError("no tag store while a plugin is probed".into()))
-    }
-    fn mark_immutable_batch(&self, _: MarkBatch) -> Result<Vec<u64>, StoreError> {
-        Err(StoreError("no tag store while a plugin is probed".into()))
     }
 }
 
@@ -125,7 +110,13 @@ impl Plugin {
             digest: digest.clone(),
             generation: 0,
         });
-        let probe = Generation::new(0, pre.clone(), provisional, limits, Arc::new(NoTags));
+        let probe = Generation::new(
+            0,
+            pre.clone(),
+            provisional,
+            limits,
+            Arc::new(MemoryStore::with_tags(Vec::new())),
+        );
         let (info, _) = probe.call("info", Access::ReadOnly, None, Budget::Query, |g, s| {
             g.call_info(s)
         });

@@ -8,69 +8,11 @@ use crate::bindings::policy_engine::{
 use crate::bindings::types::{Actor, ActorKind, Policy, Scope, Tag};
 use crate::decide;
 use crate::error::EngineError;
+use crate::memory::MemoryStore;
 use crate::plugin::Plugin;
-use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagStore};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const NAMESPACE: &str = "tagguard-self-test";
-
-/// A few tags in memory that a self-test run may mark.
-struct Scratch {
-    tags: Mutex<Vec<Tag>>,
-}
-
-impl Scratch {
-    fn new(names: &[&str]) -> Self {
-        let tags = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Tag {
-                id: i as u64 + 1,
-                namespace: NAMESPACE.into(),
-                repository: "repo".into(),
-                name: (*name).into(),
-                manifest_digest: format!("sha256:{:064x}", i + 1),
-                immutable: false,
-            })
-            .collect();
-        Scratch {
-            tags: Mutex::new(tags),
-        }
-    }
-}
-
-impl Scratch {
-    fn mark(&self, ids: impl Iterator<Item = u64>) -> Vec<u64> {
-        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-        ids.filter(|id| {
-            tags.iter_mut()
-                .find(|t| t.id == *id && !t.immutable)
-                .map(|t| t.immutable = true)
-                .is_some()
-        })
-        .collect()
-    }
-}
-
-impl TagStore for Scratch {
-    fn scan(&self, r: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
-        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(tags
-            .iter()
-            .filter(|t| t.id > r.after_id)
-            .take(r.limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    fn mark_immutable(&self, changes: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
-        Ok(self.mark(changes.iter().map(|c| c.tag_id)))
-    }
-
-    fn mark_immutable_batch(&self, batch: MarkBatch) -> Result<Vec<u64>, StoreError> {
-        Ok(self.mark(batch.tags.iter().map(|t| t.id)))
-    }
-}
 
 fn failed(plugin: &Plugin, what: &str) -> EngineError {
     EngineError::ContractMismatch {
@@ -81,7 +23,8 @@ fn failed(plugin: &Plugin, what: &str) -> EngineError {
 
 /// Runs the self-test; the first failing check is the error.
 pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
-    let scratch = Arc::new(Scratch::new(&["latest", "v1", "stable", "latest-old"]));
+    let names = ["latest", "v1", "stable", "latest-old"].map(String::from);
+    let scratch = Arc::new(MemoryStore::new(NAMESPACE, "repo", names.into_iter()));
     let generation = plugin.generation(0, scratch);
     let actor = Actor {
         kind: ActorKind::System,

@@ -364,30 +364,20 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
             .unwrap();
     }
     let before = reg.audit(&AuditQuery::default()).len();
-    let err = engine_error(
-        reg.push(&user("ci"), "org", "app", "wrong-cause", "sha256:w")
-            .unwrap_err(),
-    );
-    assert!(
-        matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("not-a-policy")),
-        "{err}"
-    );
-    let err = engine_error(
-        reg.push(&user("ci"), "org", "app", "phantom", "sha256:p")
-            .unwrap_err(),
-    );
-    assert!(
-        matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("phantom")),
-        "{err}"
-    );
-    let err = engine_error(
-        reg.push(&user("ci"), "org", "app", "wrong-pattern", "sha256:p")
-            .unwrap_err(),
-    );
-    assert!(
-        matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains("misstates its pattern")),
-        "{err}"
-    );
+    for (tag, needle) in [
+        ("wrong-cause", "not-a-policy"),
+        ("phantom", "phantom"),
+        ("wrong-pattern", "misstates its pattern"),
+    ] {
+        let err = engine_error(
+            reg.push(&user("ci"), "org", "app", tag, "sha256:p")
+                .unwrap_err(),
+        );
+        assert!(
+            matches!(&err, EngineError::AuditMissing { reason, .. } if reason.contains(needle)),
+            "{tag}: {err}"
+        );
+    }
     let policies = reg.policies_in_scope("org", "app");
     let err = reg.guard().explain("phantom", &policies).unwrap_err();
     assert!(

@@ -5,12 +5,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tagguard_engine::audit::{Checkpoint, CheckpointKey, read_jsonl, verify, verify_against};
 use tagguard_engine::plugin::digest;
 use tagguard_engine::{
-    AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, Plugin, Policy, Runtime, ScanRequest,
-    Scope, Settings, SinkError, StoreError, Tag, TagGuard, TagStore, built_plugin_path,
+    MemoryStore, Plugin, Policy, Runtime, Scope, Settings, TagGuard, built_plugin_path,
 };
 
 /// Try out, check and list tagguard policy plugins, and verify exported audit logs.
@@ -113,44 +112,10 @@ enum Command {
     },
 }
 
-/// Tags in memory, for previews: every tag mutable, scans scoped as a registry's.
-#[derive(Default)]
-struct Tags {
-    tags: Mutex<Vec<Tag>>,
-}
-
-impl TagStore for Tags {
-    fn scan(&self, r: &ScanRequest) -> Result<Vec<Tag>, StoreError> {
-        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(tags
-            .iter()
-            .filter(|t| t.id > r.after_id && t.namespace == r.namespace)
-            .filter(|t| r.repository.as_ref().is_none_or(|x| *x == t.repository))
-            .take(r.limit as usize)
-            .cloned()
-            .collect())
-    }
-    fn mark_immutable(&self, _: Vec<MarkImmutable>) -> Result<Vec<u64>, StoreError> {
-        Err(StoreError("the command line writes no tags".into()))
-    }
-    fn mark_immutable_batch(&self, _: MarkBatch) -> Result<Vec<u64>, StoreError> {
-        Err(StoreError("the command line writes no tags".into()))
-    }
-}
-
-impl AuditSink for Tags {
-    fn commit(&self, _: Change, _: Vec<AuditEntry>) -> Result<(), SinkError> {
-        Err(SinkError::Unavailable(
-            "the command line has no audit sink".into(),
-        ))
-    }
-}
-
-/// A guard over `tags` (none for commands that read no tags).
-fn guard(plugin: Plugin, tags: Vec<Tag>) -> Result<TagGuard> {
-    let store = Arc::new(Tags {
-        tags: Mutex::new(tags),
-    });
+/// A guard over mutable tags `(namespace, repository, name)` in memory (none for
+/// commands that read no tags). Nothing it decides reaches a registry.
+fn guard(plugin: Plugin, tags: Vec<(String, String, String)>) -> Result<TagGuard> {
+    let store = Arc::new(MemoryStore::with_tags(tags));
     Ok(TagGuard::new(
         plugin,
         store.clone(),
@@ -180,8 +145,8 @@ fn policy(
     }
 }
 
-/// The tags a scenario file pushes, in order, as `namespace/repository:tag`.
-fn scenario_tags(path: &Path) -> Result<Vec<Tag>> {
+/// The tags a scenario file pushes, in order, as `(namespace, repository, name)`.
+fn scenario_tags(path: &Path) -> Result<Vec<(String, String, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =
@@ -205,17 +170,11 @@ fn scenario_tags(path: &Path) -> Result<Vec<Tag>> {
             }
             _ => bail!("a push step has neither `tag` nor `prefix`"),
         };
-        for name in names {
-            let id = tags.len() as u64 + 1;
-            tags.push(Tag {
-                id,
-                namespace: namespace.into(),
-                repository: repository.into(),
-                name,
-                manifest_digest: format!("sha256:{id:064x}"),
-                immutable: false,
-            });
-        }
+        tags.extend(
+            names
+                .into_iter()
+                .map(|name| (namespace.to_string(), repository.to_string(), name)),
+        );
     }
     Ok(tags)
 }
@@ -321,13 +280,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let first = tags
                         .first()
                         .with_context(|| format!("{} pushes no tags", scenario.display()))?;
-                    (first.namespace.clone(), None)
+                    (first.0.clone(), None)
                 }
             };
             let in_scope = tags
                 .iter()
-                .filter(|t| t.namespace == namespace)
-                .filter(|t| repository.as_ref().is_none_or(|r| *r == t.repository))
+                .filter(|(ns, repo, _)| {
+                    *ns == namespace && repository.as_ref().is_none_or(|r| r == repo)
+                })
                 .count();
             let guard = guard(load(&runtime, cli.plugin.as_deref())?, tags)?;
             let candidate = policy(

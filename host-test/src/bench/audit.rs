@@ -5,7 +5,7 @@
 //! view, the commit alone: a sink that stores the entries against one that
 //! drops them.
 
-use crate::hosts::{DroppingSink, NoTags, StoringSink};
+use crate::hosts::{DroppingSink, StoringSink, no_tags};
 use crate::mode::Mode;
 use crate::stats::{Subject, fmt_ns, fmt_ratio, interleaved};
 use crate::table::{Met, Row};
@@ -32,7 +32,7 @@ fn push_expecting(guard: &TagGuard, req: &PushRequest, immutable: bool) -> Resul
 pub fn run(mode: &Mode, plugin: &Plugin) -> Result<Vec<Row>> {
     let set = PolicySet::Ten;
     let actor = user("ci");
-    let store: Arc<dyn TagStore> = Arc::new(NoTags);
+    let store: Arc<dyn TagStore> = Arc::new(no_tags());
     let storing = Arc::new(StoringSink::default());
     let dropping = Arc::new(DroppingSink::default());
     let stored = TagGuard::new(

@@ -2,7 +2,7 @@
 //! each timed on its own (medians, in alternation), so a missed target can be
 //! traced to a component. Printed as a second table; nothing here is judged.
 
-use crate::hosts::{DroppingSink, NoTags};
+use crate::hosts::{DroppingSink, no_tags};
 use crate::mode::Mode;
 use crate::stats::{Subject, fmt_ns, interleaved};
 use crate::table::render_columns;
@@ -69,7 +69,7 @@ pub fn run(mode: &Mode, plugin: &Plugin) -> Result<String> {
     let actor = user("ci");
     let guard = TagGuard::new(
         plugin.clone(),
-        Arc::new(NoTags),
+        Arc::new(no_tags()),
         Arc::new(DroppingSink::default()),
         Settings::default(),
     )?;

@@ -3,7 +3,7 @@
 //! against a fresh instance per call. The engine decides and commits to an
 //! in-bench sink that counts, so the figure is the engine and plugin cost.
 
-use crate::hosts::{DroppingSink, NoTags};
+use crate::hosts::{DroppingSink, no_tags};
 use crate::mode::Mode;
 use crate::stats::{Subject, fmt_ns, fmt_ratio, interleaved};
 use crate::table::{Met, Row};
@@ -25,7 +25,7 @@ struct Latencies {
 
 fn measure(mode: &Mode, plugin: &Plugin, set: PolicySet) -> Result<Latencies> {
     let actor = user("ci");
-    let store: Arc<dyn TagStore> = Arc::new(NoTags);
+    let store: Arc<dyn TagStore> = Arc::new(no_tags());
     let sink = Arc::new(DroppingSink::default());
     let guard = TagGuard::new(
         plugin.clone(),

@@ -7,7 +7,7 @@
 //! (`TagGuard::preview` over an in-memory store, one policy), as a
 //! retroactive run scans them.
 
-use crate::hosts::{DroppingSink, NoTags, VecStore};
+use crate::hosts::{DroppingSink, no_tags};
 use crate::mode::Mode;
 use crate::stats::{fmt_ns, fmt_rate, fmt_ratio, median_ns};
 use crate::table::{Met, Row};
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+use tagguard_engine::MemoryStore;
 use tagguard_engine::{Plugin, Settings, TagGuard};
 
 /// The target: at least this many times the baseline's tags per second.
@@ -170,12 +171,16 @@ pub fn run(mode: &Mode, plugin: &Plugin, notes: &mut Vec<String>) -> Result<Vec<
     }
     let guard = TagGuard::new(
         plugin.clone(),
-        Arc::new(NoTags),
+        Arc::new(no_tags()),
         Arc::new(DroppingSink::default()),
         Settings::default(),
     )?;
     let tags: Vec<String> = (0..mode.quay_tags).map(tag_name).collect();
-    let store = Arc::new(VecStore::new(NAMESPACE, REPOSITORY, tags.iter().cloned()));
+    let store = Arc::new(MemoryStore::new(
+        NAMESPACE,
+        REPOSITORY,
+        tags.iter().cloned(),
+    ));
     let scanner = TagGuard::new(plugin.clone(), store.clone(), store, Settings::default())?;
     let sets = [PolicySet::One, PolicySet::Ten];
     tagguard_pass(&guard, &tags[..tags.len().min(1_000)], PolicySet::Ten)?;

@@ -6,7 +6,6 @@
 //! `retro-case`) so that each has its own peak memory, read from
 //! `/proc/self/status` at its end.
 
-use crate::hosts::VecStore;
 use crate::mode::Mode;
 use crate::stats::{fmt_kib, fmt_rate, fmt_ratio, median_ns};
 use crate::table::{Met, Row};
@@ -17,6 +16,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
+use tagguard_engine::MemoryStore;
 use tagguard_engine::{Granularity, Plugin, RunTrigger, Runtime, Settings, TagGuard};
 use tagguard_guest::memory_host::MemoryHost;
 use tagguard_guest::model as g;
@@ -168,7 +168,7 @@ pub fn child(case: Case, tags: usize) -> Result<()> {
         Case::EnginePerTag | Case::EnginePerBatch => {
             let runtime = Runtime::new()?;
             let plugin = Plugin::default_plugin(&runtime)?;
-            let store = Arc::new(VecStore::new(NAMESPACE, REPOSITORY, names));
+            let store = Arc::new(MemoryStore::new(NAMESPACE, REPOSITORY, names));
             let guard = TagGuard::new(plugin, store.clone(), store.clone(), settings(case))?;
             let seeded = vm_kib("VmRSS")?;
             let policy = PolicySet::One.engine().remove(0);

@@ -3,7 +3,7 @@
 //! self-test and publishing), against the same with a cold compile; and push
 //! throughput while another thread swaps ten times a second, against none.
 
-use crate::hosts::{DroppingSink, NoTags};
+use crate::hosts::{DroppingSink, no_tags};
 use crate::mode::Mode;
 use crate::stats::{fmt_ns, fmt_rate, fmt_ratio, median_ns, median_of};
 use crate::table::{Met, Row};
@@ -29,7 +29,7 @@ const SWAP_EVERY: Duration = Duration::from_millis(100);
 fn guard_for(plugin: Plugin) -> Result<TagGuard> {
     TagGuard::new(
         plugin,
-        Arc::new(NoTags),
+        Arc::new(no_tags()),
         Arc::new(DroppingSink::default()),
         Settings::default(),
     )
