@@ -1,0 +1,255 @@
+//! Policy changes and the retroactive runs they start, tracked as runs the
+//! registry can report on and finish: one path for the REST API and the
+//! tagguard API alike.
+
+use crate::app::{App, Caller};
+use crate::errors::ApiError;
+use crate::store::RunRow;
+use axum::http::StatusCode;
+use tagguard_engine::{EngineError, Policy, PolicyOutcome, RunTrigger, Scope};
+
+/// Where a policy lives: a namespace, or a repository in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The namespace.
+    pub namespace: String,
+    /// The repository, for a repository policy.
+    pub repository: Option<String>,
+}
+
+impl Owner {
+    /// Whether `p` belongs here.
+    pub fn owns(&self, p: &Policy) -> bool {
+        p.namespace == self.namespace && p.repository == self.repository
+    }
+
+    /// A candidate policy of this owner.
+    pub fn candidate(&self, uuid: String, pattern: &str, matches: bool) -> Policy {
+        Policy {
+            uuid,
+            scope: if self.repository.is_some() {
+                Scope::Repository
+            } else {
+                Scope::Namespace
+            },
+            namespace: self.namespace.clone(),
+            repository: self.repository.clone(),
+            tag_pattern: pattern.into(),
+            tag_pattern_matches: matches,
+        }
+    }
+}
+
+/// A new policy's id: a random UUID (version 4).
+pub fn new_uuid() -> Result<String, ApiError> {
+    let hex = crate::accounts::random_hex(16).map_err(ApiError::internal)?;
+    let mut b: Vec<char> = hex.chars().collect();
+    b[12] = '4';
+    b[16] = ['8', '9', 'a', 'b'][b[16].to_digit(16).unwrap_or(0) as usize % 4];
+    let s: String = b.into_iter().collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    ))
+}
+
+/// The REST error for an engine failure.
+pub fn engine_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::InvalidPolicy { .. } | EngineError::InvalidRequest { .. } => {
+            ApiError::invalid(e.to_string())
+        }
+        EngineError::RunIncomplete { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "run_incomplete",
+            e.to_string(),
+        ),
+        other => ApiError::internal(other),
+    }
+}
+
+/// A policy stored, with the run that applied it.
+#[derive(Debug)]
+pub struct Applied {
+    /// The stored policy.
+    pub policy: Policy,
+    /// The run, as tracked.
+    pub run: RunRow,
+}
+
+/// What a tracked run ended with.
+fn ended(
+    app: &App,
+    run: i64,
+    result: Result<PolicyOutcome, EngineError>,
+) -> Result<Applied, ApiError> {
+    match result {
+        Ok(outcome) => {
+            app.metrics.policy_change();
+            app.metrics.run_marked(outcome.run.count);
+            app.store
+                .end_run(
+                    run,
+                    "completed",
+                    Some(&outcome.run.run_id),
+                    outcome.run.count,
+                    None,
+                )
+                .map_err(ApiError::internal)?;
+            let row = app
+                .store
+                .run(run)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::internal("the run row vanished"))?;
+            Ok(Applied {
+                policy: outcome.policy,
+                run: row,
+            })
+        }
+        Err(EngineError::RunIncomplete {
+            run_id,
+            changed,
+            cause,
+            ..
+        }) => {
+            app.metrics.policy_change();
+            app.metrics.run_marked(changed);
+            let reason = cause.to_string();
+            app.store
+                .end_run(run, "failed", Some(&run_id), changed, Some(&reason))
+                .map_err(ApiError::internal)?;
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "run_incomplete",
+                format!(
+                    "the policy is stored, but its run {run} stopped after {changed} tags: {reason}; \
+                     POST /api/v1/tagguard/runs/{run}/apply finishes it"
+                ),
+            ))
+        }
+        Err(e) => {
+            app.metrics.failure();
+            app.store.drop_run(run).map_err(ApiError::internal)?;
+            Err(engine_error(e))
+        }
+    }
+}
+
+/// Validates and stores a new policy, then applies it to existing tags.
+pub fn create(
+    app: &App,
+    caller: &Caller,
+    owner: &Owner,
+    pattern: &str,
+    matches: bool,
+) -> Result<Applied, ApiError> {
+    let candidate = owner.candidate(new_uuid()?, pattern, matches);
+    let existing = app
+        .store
+        .namespace_policies(&owner.namespace)
+        .map_err(ApiError::internal)?;
+    let checked = app
+        .guard
+        .validate_policy(&candidate, &existing)
+        .map_err(engine_error)?;
+    let run = app
+        .store
+        .start_run(&checked, "policy_created", &caller.account.name)
+        .map_err(ApiError::internal)?;
+    let result = app
+        .guard
+        .create_policy(&caller.actor(), &candidate, &existing);
+    ended(app, run, result)
+}
+
+/// Validates and stores a new pattern for a policy, then applies it.
+pub fn update(
+    app: &App,
+    caller: &Caller,
+    before: &Policy,
+    pattern: &str,
+    matches: bool,
+) -> Result<Applied, ApiError> {
+    let candidate = Policy {
+        tag_pattern: pattern.into(),
+        tag_pattern_matches: matches,
+        ..before.clone()
+    };
+    let existing: Vec<Policy> = app
+        .store
+        .namespace_policies(&before.namespace)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|p| p.uuid != before.uuid)
+        .collect();
+    let checked = app
+        .guard
+        .validate_policy(&candidate, &existing)
+        .map_err(engine_error)?;
+    let run = app
+        .store
+        .start_run(&checked, "policy_updated", &caller.account.name)
+        .map_err(ApiError::internal)?;
+    let result = app
+        .guard
+        .update_policy(&caller.actor(), before, &candidate, &existing);
+    ended(app, run, result)
+}
+
+/// Deletes a policy with its record.
+pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiError> {
+    app.guard
+        .delete_policy(&caller.actor(), policy)
+        .map_err(engine_error)?;
+    app.metrics.policy_change();
+    Ok(())
+}
+
+/// Finishes a run that stopped: applies its policy again, and marks the old run as
+/// finished by the new one. Returns the old run, updated.
+pub fn finish(app: &App, caller: &Caller, id: i64) -> Result<RunRow, ApiError> {
+    let old = app
+        .store
+        .run(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))?;
+    if !matches!(old.status.as_str(), "incomplete" | "failed") {
+        return Err(ApiError::invalid(format!(
+            "run {id} is {}: only an incomplete or failed run can be finished",
+            old.status
+        )));
+    }
+    let policy = app
+        .store
+        .policy(&old.policy_uuid)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "run {id}: its policy {} was deleted; there is nothing to apply",
+                old.policy_uuid
+            ))
+        })?;
+    let run = app
+        .store
+        .start_run(&policy, "reapplied", &caller.account.name)
+        .map_err(ApiError::internal)?;
+    let result = app
+        .guard
+        .apply_policy(&caller.actor(), &policy, RunTrigger::Reapplied)
+        .map(|run| PolicyOutcome {
+            policy: policy.clone(),
+            run,
+        });
+    let applied = ended(app, run, result)?;
+    app.store
+        .finish_run_by(id, run, applied.run.changed)
+        .map_err(ApiError::internal)?;
+    app.store
+        .run(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::internal("the run row vanished"))
+}

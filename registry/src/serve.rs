@@ -1,0 +1,199 @@
+//! Starting the registry: the data directory, the database, the plugin that
+//! served last, the accounts, the routes, and a graceful stop.
+
+use crate::accounts::Accounts;
+use crate::app::{App, Shared, blocking};
+use crate::blobs::BlobStore;
+use crate::store::Storage;
+use crate::store::sqlite::SqliteStore;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tagguard_engine::audit::CheckpointKey;
+use tagguard_engine::{Plugin, Runtime, RuntimeConfig, Settings, TagGuard};
+
+/// How the registry is started.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The data directory (database, blobs, keys, swapped plugins).
+    pub data: PathBuf,
+    /// The tokens file; without one, an `admin` account is made on first start.
+    pub tokens: Option<PathBuf>,
+}
+
+/// Writes a file only the owner may read, creating it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// The key that signs checkpoints of the audit log: `DATA/checkpoint.key`, made on first
+/// start from the OS's randomness. Keep a copy apart from the database: whoever holds
+/// it can sign a rewritten log.
+pub fn checkpoint_key(data: &Path) -> anyhow::Result<CheckpointKey> {
+    let path = data.join("checkpoint.key");
+    if !path.exists() {
+        let hex = crate::accounts::random_hex(32)?;
+        write_private(&path, hex.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    CheckpointKey::from_bytes(text.trim().as_bytes())
+        .with_context(|| format!("{}: not a usable key", path.display()))
+}
+
+const ACTIVE: &str = "plugin.active";
+const PREVIOUS: &str = "plugin.previous";
+
+/// Keeps a swapped-in plugin in `DATA/plugins/`, so a restart serves it again.
+pub fn remember_plugin(app: &App, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = app.data.join("plugins");
+    std::fs::create_dir_all(&dir)?;
+    let digest = crate::digest::Digest::of(bytes);
+    let path = dir.join(format!("{}.wasm", digest.hex()));
+    if !path.exists() {
+        std::fs::write(&path, bytes)?;
+    }
+    let active = app.store.meta(ACTIVE)?.unwrap_or_default();
+    app.store.set_meta(PREVIOUS, &active)?;
+    app.store.set_meta(ACTIVE, &path.display().to_string())?;
+    Ok(())
+}
+
+/// After a rollback, the previous plugin is the one a restart serves.
+pub fn forget_plugin(app: &App) -> anyhow::Result<()> {
+    let previous = app.store.meta(PREVIOUS)?.unwrap_or_default();
+    app.store.set_meta(ACTIVE, &previous)?;
+    app.store.set_meta(PREVIOUS, "")?;
+    Ok(())
+}
+
+/// The plugin that served last: the one swapped in, or the default.
+fn load_plugin(runtime: &Runtime, store: &dyn Storage) -> anyhow::Result<Plugin> {
+    match store.meta(ACTIVE)?.filter(|p| !p.is_empty()) {
+        Some(path) => Plugin::from_file(runtime, &path)
+            .with_context(|| format!("loading the plugin that served last ({path})")),
+        None => Ok(Plugin::default_plugin(runtime)?),
+    }
+}
+
+/// Opens everything under the data directory and builds the shared state.
+pub fn open(options: &ServeOptions) -> anyhow::Result<(Shared, Option<String>)> {
+    std::fs::create_dir_all(&options.data)
+        .with_context(|| format!("creating {}", options.data.display()))?;
+    let key = checkpoint_key(&options.data)?;
+    let store = Arc::new(SqliteStore::open(&options.data.join("registry.db"), key)?);
+    let interrupted = store.interrupt_runs()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "retroactive runs were cut short by the last stop; POST /api/v1/tagguard/runs/ID/apply finishes them"
+        );
+    }
+    let runtime = Runtime::with_config(RuntimeConfig {
+        cache_dir: Some(options.data.join("cache")),
+        ..RuntimeConfig::default()
+    })?;
+    let plugin = load_plugin(&runtime, store.as_ref())?;
+    let guard = TagGuard::new(plugin, store.clone(), store.clone(), Settings::default())?;
+    let (accounts, fresh) = match &options.tokens {
+        Some(path) => (Accounts::from_file(path)?, None),
+        None => Accounts::admin_in(&options.data)?,
+    };
+    let blobs = BlobStore::open(&options.data)?;
+    let app = App::new(store, guard, runtime, blobs, accounts, options.data.clone());
+    Ok((Arc::new(app), fresh))
+}
+
+/// The registry's routes.
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v2", any(crate::oci::handle))
+        .route("/v2/", any(crate::oci::handle))
+        .route("/v2/{*rest}", any(crate::oci::handle))
+        .route("/api/v1/{*rest}", any(crate::rest::handle))
+        .with_state(app)
+}
+
+async fn healthz(State(app): State<Shared>) -> impl IntoResponse {
+    if blocking(move || app.store.healthy()).await {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+    }
+}
+
+async fn metrics(State(app): State<Shared>) -> impl IntoResponse {
+    let a = app.clone();
+    let runs = blocking(move || a.store.runs()).await.unwrap_or_default();
+    let count = |s: &str| runs.iter().filter(|r| r.status == s).count() as u64;
+    let text = app.metrics.render(
+        app.guard.generation_id(),
+        count("running"),
+        count("incomplete"),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("stopping: finishing the requests in flight");
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let opts = options.clone();
+    let (app, fresh) = blocking(move || open(&opts)).await?;
+    if let Some(secret) = fresh {
+        println!(
+            "admin token (shown once; use it as the password of account \"admin\", or as a Bearer token): {secret}"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    let stamp = app.guard.stamp();
+    tracing::info!(plugin = %stamp, data = %options.data.display(), "tagguard-registry ready");
+    println!("listening on http://{local}");
+    std::io::stdout().flush()?;
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await?;
+    Ok(())
+}

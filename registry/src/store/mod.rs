@@ -1,0 +1,224 @@
+//! The registry's storage behind one trait, [`Storage`]: what the handlers
+//! read and write besides the engine's own [`TagStore`] and [`AuditSink`].
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; another database
+//! adds an implementation and changes no handler.
+
+pub mod sqlite;
+
+use serde::Serialize;
+use tagguard_engine::audit::{ChainedEntry, Checkpoint};
+use tagguard_engine::{AuditSink, Policy, Tag, TagStore};
+
+/// A storage failure, with the database's message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// An audit row was edited: its columns differ from the entry its hash covers, or
+    /// its entry does not read back.
+    #[error("log entry {seq}: {reason}")]
+    EditedLogRow {
+        /// The row's seq.
+        seq: u64,
+        /// What differs.
+        reason: String,
+    },
+    /// Stored data does not read back (for example an audit row that is not an entry).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError::Database(e.to_string())
+    }
+}
+
+/// A stored manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRow {
+    /// `sha256:` digest of the bytes.
+    pub digest: String,
+    /// Media type, as the client declared it.
+    pub media_type: String,
+    /// The manifest exactly as pushed.
+    pub bytes: Vec<u8>,
+    /// Digest of the manifest it refers to (`subject`), if any.
+    pub subject: Option<String>,
+    /// Its artifact type (`artifactType`, or the config's media type), if any.
+    pub artifact_type: Option<String>,
+}
+
+/// A retroactive run as the registry tracks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    /// The registry's run id.
+    pub id: i64,
+    /// The policy applied.
+    pub policy_uuid: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its repository, for a repository policy.
+    pub repository: Option<String>,
+    /// `policy_created`, `policy_updated` or `reapplied`.
+    pub trigger: String,
+    /// Who started it.
+    pub performer: String,
+    /// `running`, `completed`, `failed` or `incomplete` (cut short by a stop).
+    pub status: String,
+    /// The engine's run id, once the run has marked a tag or finished.
+    pub engine_run_id: Option<String>,
+    /// Tags it made immutable so far.
+    pub changed: u64,
+    /// When it started (UTC, RFC 3339).
+    pub started: String,
+    /// When it ended.
+    pub finished: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The run that finished this one's work (an apply), if any.
+    pub finished_by: Option<i64>,
+}
+
+/// Which audit rows to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this repository (of `namespace`).
+    pub repository: Option<String>,
+    /// Only entries with seq below this (pages go from newest to oldest).
+    pub before_seq: Option<u64>,
+    /// Only entries at or after this time (RFC 3339).
+    pub start_time: Option<String>,
+    /// Only entries before this time (RFC 3339).
+    pub end_time: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A repository with its tag counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepositorySummary {
+    /// Namespace.
+    pub namespace: String,
+    /// Repository.
+    pub repository: String,
+    /// Alive tags.
+    pub tags: u64,
+    /// Alive immutable tags.
+    pub immutable: u64,
+}
+
+/// Everything the handlers store, besides the engine's two traits.
+pub trait Storage: TagStore + AuditSink + Send + Sync {
+    /// Whether the blob is stored and linked into the repository; its size if so.
+    fn blob_in_repository(
+        &self,
+        ns: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<u64>, StorageError>;
+    /// Records a verified blob and links it into the repository (created if new).
+    fn link_blob(&self, ns: &str, repo: &str, digest: &str, size: u64) -> Result<(), StorageError>;
+    /// Unlinks a blob from the repository; whether it was linked.
+    fn unlink_blob(&self, ns: &str, repo: &str, digest: &str) -> Result<bool, StorageError>;
+    /// Stores a manifest in the repository (created if new); whether it was new.
+    fn put_manifest(&self, ns: &str, repo: &str, m: &ManifestRow) -> Result<bool, StorageError>;
+    /// A manifest of the repository by digest.
+    fn manifest(
+        &self,
+        ns: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<ManifestRow>, StorageError>;
+    /// Deletes a manifest that no alive tag points to; whether it was deleted.
+    fn delete_untagged_manifest(
+        &self,
+        ns: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<bool, StorageError>;
+    /// Manifests of the repository whose subject is `digest`.
+    fn referrers(
+        &self,
+        ns: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Vec<ManifestRow>, StorageError>;
+    /// The alive tag `ns/repo:name`, if any.
+    fn alive_tag(&self, ns: &str, repo: &str, name: &str) -> Result<Option<Tag>, StorageError>;
+    /// The alive tags on a manifest.
+    fn tags_on_manifest(
+        &self,
+        ns: &str,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Vec<Tag>, StorageError>;
+    /// Alive, non-hidden tag names of a repository in lexical order, after `last`.
+    fn tag_names(
+        &self,
+        ns: &str,
+        repo: &str,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError>;
+    /// Whether the repository exists.
+    fn repository_exists(&self, ns: &str, repo: &str) -> Result<bool, StorageError>;
+    /// Repository names (`ns/repo`) in lexical order, after `last`.
+    fn catalog(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>, StorageError>;
+    /// Every repository with its tag counts.
+    fn repositories(&self) -> Result<Vec<RepositorySummary>, StorageError>;
+    /// The policies in scope of a repository (its own and its namespace's), or of a
+    /// namespace only when `repo` is `None`, with the policy-set version read with them.
+    fn policies_in_scope(
+        &self,
+        ns: &str,
+        repo: Option<&str>,
+    ) -> Result<(Vec<Policy>, u64), StorageError>;
+    /// Every policy of a namespace, of both scopes.
+    fn namespace_policies(&self, ns: &str) -> Result<Vec<Policy>, StorageError>;
+    /// A policy by uuid.
+    fn policy(&self, uuid: &str) -> Result<Option<Policy>, StorageError>;
+    /// Audit entries, newest first.
+    fn log(&self, query: &LogQuery) -> Result<Vec<ChainedEntry>, StorageError>;
+    /// The whole audit log in chain order, each entry checked against its row's
+    /// Quay columns (an edited column reads as corrupt).
+    fn full_log(&self) -> Result<Vec<ChainedEntry>, StorageError>;
+    /// The latest checkpoint of the log head, if any.
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StorageError>;
+    /// Starts tracking a run; returns its id.
+    fn start_run(
+        &self,
+        policy: &Policy,
+        trigger: &str,
+        performer: &str,
+    ) -> Result<i64, StorageError>;
+    /// Ends a run: `completed` or `failed`, with the engine's run id and changed count.
+    fn end_run(
+        &self,
+        id: i64,
+        status: &str,
+        engine_run_id: Option<&str>,
+        changed: u64,
+        error: Option<&str>,
+    ) -> Result<(), StorageError>;
+    /// Forgets a run that never started (its policy was refused).
+    fn drop_run(&self, id: i64) -> Result<(), StorageError>;
+    /// Marks a run's work as finished by another run.
+    fn finish_run_by(&self, id: i64, by: i64, changed: u64) -> Result<(), StorageError>;
+    /// Every run that was `running` becomes `incomplete` (called at start).
+    fn interrupt_runs(&self) -> Result<u64, StorageError>;
+    /// Runs, newest first.
+    fn runs(&self) -> Result<Vec<RunRow>, StorageError>;
+    /// A run by id.
+    fn run(&self, id: i64) -> Result<Option<RunRow>, StorageError>;
+    /// A registry setting.
+    fn meta(&self, key: &str) -> Result<Option<String>, StorageError>;
+    /// Sets a registry setting.
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StorageError>;
+    /// Whether the database answers.
+    fn healthy(&self) -> bool;
+}
