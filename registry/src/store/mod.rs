@@ -4,6 +4,8 @@
 //! adds an implementation and changes no handler.
 
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 use tagguard_engine::audit::{ChainedEntry, Checkpoint};

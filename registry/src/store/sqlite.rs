@@ -500,6 +500,19 @@ impl SqliteStore {
              WHERE policy_uuid = ?3 AND status = 'running'",
             params![n as i64, run, policy],
         )?;
+        let total: Option<i64> = tx
+            .query_row(
+                "SELECT changed FROM retroactiverun WHERE policy_uuid = ?1 AND status = 'running'",
+                [policy],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tracing::info!(
+            policy,
+            run,
+            marked = total.unwrap_or(n as i64),
+            "retroactive run progress"
+        );
         Ok(())
     }
 }
