@@ -1,0 +1,350 @@
+//! The push through HTTP: the median latency of a manifest PUT to a new tag,
+//! over one kept-alive connection, against tagguard-registry with ten
+//! policies in scope, with none, and against Debian's `docker-registry` (the
+//! distribution project's server) for the same push. Prints medians and the
+//! ratios measured in the same run.
+//!
+//! `cargo run --release -p tagguard-registry --bin bench-http [-- --smoke]`
+
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AUTH: &str = "Basic YmVuY2g6YmVuY2gtc2VjcmV0"; // bench:bench-secret
+
+fn main() -> anyhow::Result<()> {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let (pushes, rounds) = if smoke { (60, 1) } else { (1500, 3) };
+    let work = std::env::temp_dir().join(format!("tagguard-bench-http-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = run(&work, pushes, rounds);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// A server process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_ready(port: u16) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("the server on port {port} did not start in 60 s")
+}
+
+fn start_tagguard(work: &Path) -> anyhow::Result<(Server, u16)> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("tagguard-registry"))
+        .ok_or_else(|| anyhow::anyhow!("no directory for the registry binary"))?;
+    let tokens = work.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[account]]\nname = \"bench\"\nsecret = \"bench-secret\"\nkind = \"user\"\nadmin = true\n",
+    )?;
+    let port = free_port()?;
+    let child = Command::new(&exe)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(work.join("tagguard-data"))
+        .arg("--tokens")
+        .arg(&tokens)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {}: {e} (build it first)", exe.display()))?;
+    let server = Server(child);
+    wait_ready(port)?;
+    Ok((server, port))
+}
+
+fn start_docker_registry(work: &Path) -> anyhow::Result<Option<(Server, u16)>> {
+    let port = free_port()?;
+    let config = work.join("docker-registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            work.join("docker-registry-data").display()
+        ),
+    )?;
+    let child = match Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return Ok(None),
+    };
+    let server = Server(child);
+    wait_ready(port)?;
+    Ok(Some((server, port)))
+}
+
+/// One kept-alive HTTP/1.1 connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    auth: Option<&'static str>,
+}
+
+impl Conn {
+    fn open(port: u16, auth: Option<&'static str>) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            auth,
+        })
+    }
+
+    /// Sends a request and reads the response; returns the status and the body.
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.exchange(method, path, content_type, body)
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// Sends a request; returns the status, the `Location` header and the body.
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !content_type.is_empty() {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        if let Some(auth) = self.auth {
+            head.push_str(&format!("Authorization: {auth}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        let mut chunked = false;
+        let mut location = None;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let lower = l.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse()?;
+            }
+            if lower.starts_with("location:") {
+                location = Some(l["location:".len()..].trim().to_string());
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut out = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16)?;
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                out.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            out.resize(length, 0);
+            self.reader.read_exact(&mut out)?;
+        }
+        Ok((status, location, out))
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let hex: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// Uploads a config and a layer, and returns a manifest that refers to them.
+fn prepare(conn: &mut Conn, repo: &str) -> anyhow::Result<Vec<u8>> {
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = vec![7u8; 4096];
+    // POST, then PUT with the content: the upload both servers support.
+    for blob in [&config[..], &layer[..]] {
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let (status, location, _) = conn.exchange("POST", &path, "", b"")?;
+        let location = location
+            .filter(|_| status == 202)
+            .ok_or_else(|| anyhow::anyhow!("starting an upload: {status}, no Location"))?;
+        let path = location
+            .find("/v2/")
+            .map(|i| location[i..].to_string())
+            .unwrap_or(location);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let put = format!("{path}{sep}digest={}", digest(blob));
+        let (status, body) = conn.request("PUT", &put, "application/octet-stream", blob)?;
+        anyhow::ensure!(
+            status == 201,
+            "blob upload: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        digest(config),
+        config.len(),
+        digest(&layer),
+        layer.len()
+    )
+    .into_bytes())
+}
+
+/// Median and 90th percentile of `pushes` manifest PUTs to new tags, in µs.
+fn measure(
+    conn: &mut Conn,
+    repo: &str,
+    manifest: &[u8],
+    pushes: usize,
+    round: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut times = Vec::with_capacity(pushes);
+    for i in 0..pushes {
+        let path = format!("/v2/{repo}/manifests/r{round}-t{i}");
+        let start = Instant::now();
+        let (status, body) = conn.request(
+            "PUT",
+            &path,
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest,
+        )?;
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(
+            status == 201,
+            "push {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[times.len() * 9 / 10]))
+}
+
+fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
+    let (_ours, port) = start_tagguard(work)?;
+    let mut conn = Conn::open(port, Some(AUTH))?;
+    let bare = prepare(&mut conn, "bare/app")?;
+    let guarded = prepare(&mut conn, "org/app")?;
+    // Ten policies in scope of org/app, none of which fires for the pushed tags: the
+    // decision evaluates all ten on every push.
+    for i in 0..10 {
+        let body = format!(r#"{{"tagPattern":"release-{i}\\.[0-9]+"}}"#);
+        let (status, text) = conn.request(
+            "POST",
+            "/api/v1/organization/org/immutabilitypolicy/",
+            "application/json",
+            body.as_bytes(),
+        )?;
+        anyhow::ensure!(
+            status == 201,
+            "policy: {status} {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let docker = start_docker_registry(work)?;
+    let mut docker_conn = match &docker {
+        Some((_, port)) => {
+            let mut c = Conn::open(*port, None)?;
+            let m = prepare(&mut c, "org/app")?;
+            Some((c, m))
+        }
+        None => None,
+    };
+    let mut rows: Vec<(&str, Vec<(f64, f64)>)> = vec![
+        ("tagguard-registry, 10 policies in scope", Vec::new()),
+        ("tagguard-registry, no policy in scope", Vec::new()),
+        ("docker-registry 2.8 (no immutability)", Vec::new()),
+    ];
+    for round in 0..rounds {
+        // Interleaved, so that machine noise falls on every row alike.
+        rows[0]
+            .1
+            .push(measure(&mut conn, "org/app", &guarded, pushes, round)?);
+        rows[1]
+            .1
+            .push(measure(&mut conn, "bare/app", &bare, pushes, round)?);
+        if let Some((c, m)) = docker_conn.as_mut() {
+            rows[2].1.push(measure(c, "org/app", m, pushes, round)?);
+        }
+    }
+    let median = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| -> Option<f64> {
+        let mut xs: Vec<f64> = v.iter().map(pick).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied()
+    };
+    println!(
+        "push through HTTP: manifest PUT to a new tag, {pushes} pushes x {rounds} rounds, one kept-alive connection"
+    );
+    println!("| server | median µs | p90 µs |");
+    println!("|---|---|---|");
+    for (name, v) in &rows {
+        match (median(v, |x| x.0), median(v, |x| x.1)) {
+            (Some(m), Some(p)) => println!("| {name} | {m:.0} | {p:.0} |"),
+            _ => println!("| {name} | not measured (docker-registry is not installed) | |"),
+        }
+    }
+    let m = |i: usize| median(&rows[i].1, |x| x.0);
+    if let (Some(a), Some(b)) = (m(0), m(1)) {
+        println!("ratio: 10 policies / no policy = {:.2}x", a / b);
+    }
+    match (m(0), m(2)) {
+        (Some(a), Some(c)) => println!(
+            "ratio: tagguard-registry (10 policies) / docker-registry = {:.2}x",
+            a / c
+        ),
+        _ => println!("ratio against docker-registry: not measured"),
+    }
+    Ok(())
+}
