@@ -658,7 +658,10 @@ async fn preview(call: Call, ns: String) -> Result<Response> {
 async fn history(call: Call, name: Name, tag: String) -> Result<Response> {
     let app = call.app.clone();
     let view = blocking(move || -> Result<Value> {
-        let log = app.store.full_log().map_err(ApiError::internal)?;
+        let log = app
+            .store
+            .tag_log(&name.namespace, &name.repository, &tag)
+            .map_err(ApiError::internal)?;
         let history = tag_history(&log, &name.namespace, &name.repository, &tag);
         let current = app
             .store

@@ -186,6 +186,9 @@ pub trait Storage: TagStore + AuditSink + Send + Sync {
     fn policy(&self, uuid: &str) -> Result<Option<Policy>, StorageError>;
     /// Audit entries, newest first.
     fn log(&self, query: &LogQuery) -> Result<Vec<ChainedEntry>, StorageError>;
+    /// The audit entries that may concern `ns/repo:tag`, oldest first: every entry of the
+    /// namespace whose Quay metadata names the tag (a superset; `tag_history` filters).
+    fn tag_log(&self, ns: &str, repo: &str, tag: &str) -> Result<Vec<ChainedEntry>, StorageError>;
     /// The whole audit log in chain order, each entry checked against its row's
     /// Quay columns (an edited column reads as corrupt).
     fn full_log(&self) -> Result<Vec<ChainedEntry>, StorageError>;

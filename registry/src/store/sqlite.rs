@@ -957,6 +957,23 @@ impl Storage for SqliteStore {
         entries_from(rows)
     }
 
+    fn tag_log(&self, ns: &str, repo: &str, tag: &str) -> Result<Vec<ChainedEntry>, StorageError> {
+        let conn = self.conn();
+        let mut s = conn.prepare_cached(
+            "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
+             LEFT JOIN repository r ON r.id = l.repository_id \
+             WHERE n.name = ?1 AND (r.name IS NULL OR r.name = ?2) \
+             AND l.metadata_json LIKE ?3 ORDER BY l.id",
+        )?;
+        let needle = format!("%\"tag\":{}%", serde_json::Value::from(tag));
+        let rows = s
+            .query_map(params![ns, repo, needle], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+        drop(s);
+        drop(conn);
+        entries_from(rows)
+    }
+
     fn full_log(&self) -> Result<Vec<ChainedEntry>, StorageError> {
         let conn = self.conn();
         let mut s = conn.prepare(

@@ -270,3 +270,16 @@ fn a_manifest_delete_is_refused_when_its_tags_changed_or_one_is_immutable() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_tags_log_holds_its_entries_and_not_a_longer_names() {
+    let t = db("taglog");
+    let s = &t.store;
+    for tag in ["a", "ab", "a"] {
+        s.commit(Change::None, vec![entry(tag, "r", "p")]).unwrap();
+    }
+    let log = s.tag_log("org", "app", "a").unwrap();
+    let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 3]);
+    assert!(s.tag_log("org", "other", "a").unwrap().is_empty());
+}
