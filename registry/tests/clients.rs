@@ -119,6 +119,21 @@ fn skopeo_inspect_raw(server: &Server, image: &str) -> CmdOutput {
     )
 }
 
+/// The manifest digest of `name` in an OCI layout's index.
+fn layout_digest(layout: &Path, name: &str) -> String {
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("read index.json"))
+            .expect("index.json is JSON");
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == json!(name))
+        .and_then(|m| m["digest"].as_str())
+        .unwrap_or_else(|| panic!("no {name} in {index}"))
+        .to_owned()
+}
+
 fn read_digestfile(path: &Path) -> String {
     let d = fs::read_to_string(path).expect("read digestfile");
     let d = d.trim().to_owned();
@@ -127,6 +142,39 @@ fn read_digestfile(path: &Path) -> String {
         "bad digest {d:?}"
     );
     d
+}
+
+/// The registry's message for a refused tag write.
+const IMMUTABLE_MESSAGE: &str = "tag is immutable and cannot be overwritten";
+
+/// A client's push was refused with the registry's 409 TAG_IMMUTABLE: it
+/// exits with `code` (skopeo 1; podman 125, its code for any failed push) and
+/// prints the registry's message. Returns how many refusals the client
+/// reported (podman retries three times), which is how many denial records
+/// the registry must have written.
+fn assert_refused_as_immutable(out: &CmdOutput, code: i32) -> usize {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "a refused push exits {code}: {}",
+        out.describe()
+    );
+    let refusals = out.stderr.matches(IMMUTABLE_MESSAGE).count();
+    assert!(
+        refusals > 0,
+        "the client must print the registry's message: {}",
+        out.describe()
+    );
+    refusals
+}
+
+/// Whether a `matched_policies` list names the policy (as a uuid or as an
+/// object with that uuid).
+fn names_policy(list: &Value, uuid: &str) -> bool {
+    list.as_array().is_some_and(|l| {
+        l.iter()
+            .any(|p| p.as_str() == Some(uuid) || p["uuid"].as_str() == Some(uuid))
+    })
 }
 
 /// GET a manifest with the usual Accept header.
@@ -205,11 +253,7 @@ fn skopeo_overwrite_of_tag_made_immutable_by_policy_is_refused_and_logged() {
         "overwriting an immutable tag must fail: {}",
         overwrite.describe()
     );
-    assert!(
-        overwrite.stderr.contains("immutable"),
-        "skopeo's error must say the tag is immutable: {}",
-        overwrite.describe()
-    );
+    let refusals = assert_refused_as_immutable(&overwrite, 1);
 
     // The tag still points at the first image.
     let got = get_manifest(server, "org/app", "v1.0.0").expect(200);
@@ -220,6 +264,18 @@ fn skopeo_overwrite_of_tag_made_immutable_by_policy_is_refused_and_logged() {
         got.describe()
     );
     assert_eq!(digest(&got.body), s.v1_digest);
+    // skopeo pushed the layout's manifests unchanged (v1's digest is the
+    // layout's), so v2's digest is the layout's too: a manifest that came
+    // only with the refused push is not kept.
+    assert_eq!(layout_digest(&s.layout, "v1"), s.v1_digest);
+    let v2 = layout_digest(&s.layout, "v2");
+    let r = get_manifest(server, "org/app", &v2);
+    assert_eq!(
+        r.status,
+        404,
+        "the refused push's manifest stays: {}",
+        r.describe()
+    );
 
     let logs = server.all_logs("/api/v1/organization/org/logs");
     let made: Vec<&Value> = of_kind(&logs, "tag_made_immutable_by_policy")
@@ -243,13 +299,20 @@ fn skopeo_overwrite_of_tag_made_immutable_by_policy_is_refused_and_logged() {
         .into_iter()
         .filter(|e| log_tag(e) == Some("v1.0.0"))
         .collect();
-    assert!(
-        !denied.is_empty(),
-        "the refused overwrite left no tag_immutability_denied for v1.0.0; kinds: {:?}",
+    assert_eq!(
+        denied.len(),
+        refusals,
+        "one tag_immutability_denied for v1.0.0 per refusal skopeo reported; kinds: {:?}",
         logs.iter().map(log_kind).collect::<Vec<_>>()
     );
     for d in &denied {
         assert_eq!(performer(d), "alice", "performer of {d}");
+        assert_eq!(d["metadata"]["operation"], json!("push"), "{d}");
+        assert_eq!(d["metadata"]["reason"], json!("TAG_IMMUTABLE"), "{d}");
+        assert!(
+            names_policy(&d["metadata"]["matched_policies"], &s.policy_uuid),
+            "the denial names the policy that keeps the tag immutable: {d}"
+        );
     }
     assert_eq!(
         of_kind(&logs, "create_immutability_policy").len(),
@@ -292,16 +355,26 @@ fn skopeo_delete_is_refused_for_immutable_tags_and_allowed_for_mutable_ones() {
         "skopeo's error must say the tag is immutable: {}",
         del.describe()
     );
+    assert_eq!(del.status.code(), Some(1), "{}", del.describe());
     let raw = skopeo_inspect_raw(server, "org/app:v1.0.0").ok();
     assert_eq!(
         digest(raw.stdout.as_bytes()),
         s.v1_digest,
         "v1.0.0 must still resolve to its manifest"
     );
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    let delete_denials: Vec<&Value> = of_kind(&logs, "tag_immutability_denied")
+        .into_iter()
+        .filter(|d| d["metadata"]["operation"] == json!("delete_manifest"))
+        .collect();
     assert!(
-        denials(server) > denied_before,
-        "the refused delete left no tag_immutability_denied"
+        denials(server) > denied_before && !delete_denials.is_empty(),
+        "the refused delete left no tag_immutability_denied with operation delete_manifest"
     );
+    for d in &delete_denials {
+        assert_eq!(log_tag(d), Some("v1.0.0"), "{d}");
+        assert_eq!(performer(d), "alice", "{d}");
+    }
 
     // A mutable tag on the same manifest: deleting it by digest would remove
     // v1.0.0 too, so it is refused as well.
@@ -315,6 +388,7 @@ fn skopeo_delete_is_refused_for_immutable_tags_and_allowed_for_mutable_ones() {
         del.describe()
     );
     assert!(del.stderr.contains("immutable"), "{}", del.describe());
+    assert_eq!(del.status.code(), Some(1), "{}", del.describe());
     get_manifest(server, "org/app", "also").expect(200);
     get_manifest(server, "org/app", "v1.0.0").expect(200);
 
@@ -533,6 +607,360 @@ fn podman_push_and_pull_round_trip_byte_for_byte() {
         fs::read(blob_dir.join(hex)).expect("manifest blob copied out"),
         by_tag.body
     );
+}
+
+#[test]
+fn podman_push_over_a_tag_made_immutable_by_policy_fails_with_the_registry_message() {
+    if !clients_available(
+        "podman_push_over_a_tag_made_immutable_by_policy_fails_with_the_registry_message",
+        &["podman", "umoci"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("podman-refused");
+    let layout = umoci_images(dir.path(), &["v1", "v2"]);
+    let server = Server::start(dir.path());
+    let storage = dir.join("podman");
+    let run = TempDir::short("p3");
+    let mut ids = Vec::new();
+    for name in ["v1", "v2"] {
+        let pulled = podman(
+            &storage,
+            &run,
+            &["pull", &format!("oci:{}:{name}", layout.display())],
+        )
+        .ok();
+        ids.push(
+            pulled
+                .stdout
+                .lines()
+                .last()
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_ne!(ids[0], ids[1], "two different images");
+    let push = |id: &str, df: &Path| {
+        podman(
+            &storage,
+            &run,
+            &[
+                "push",
+                "--tls-verify=false",
+                "--creds",
+                &ALICE.creds(),
+                "--digestfile",
+                df.to_str().expect("utf-8 path"),
+                id,
+                &server.image("org/app:v2.0.0"),
+            ],
+        )
+    };
+    let df = dir.join("first.digest");
+    push(&ids[0], &df).ok();
+    let first = read_digestfile(&df);
+
+    let created = server.create_org_policy("org", r"v[0-9]+\.[0-9]+\.[0-9]+", ALICE);
+    assert_eq!(created.status, 201, "{}", created.describe());
+    assert_eq!(
+        created.json()["run"]["count"],
+        json!(1),
+        "{}",
+        created.describe()
+    );
+
+    let refused = push(&ids[1], &dir.join("second.digest"));
+    let refusals = assert_refused_as_immutable(&refused, 125);
+    let still = get_manifest(&server, "org/app", "v2.0.0").expect(200);
+    assert_eq!(still.header("docker-content-digest"), Some(first.as_str()));
+    let logs = server.all_logs("/api/v1/repository/org/app/logs");
+    let denied: Vec<&Value> = of_kind(&logs, "tag_immutability_denied")
+        .into_iter()
+        .filter(|d| log_tag(d) == Some("v2.0.0"))
+        .collect();
+    assert_eq!(
+        denied.len(),
+        refusals,
+        "one tag_immutability_denied per refusal podman reported"
+    );
+    for d in denied {
+        assert_eq!(performer(d), "alice", "{d}");
+        assert_eq!(d["metadata"]["operation"], json!("push"), "{d}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// buildah, Docker schema 2
+
+#[test]
+fn buildah_push_of_a_docker_schema2_image_is_served_back_unchanged() {
+    if !clients_available(
+        "buildah_push_of_a_docker_schema2_image_is_served_back_unchanged",
+        &["buildah", "skopeo", "umoci"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("buildah");
+    let layout = umoci_images(dir.path(), &["v1"]);
+    let server = Server::start(dir.path());
+    let run = TempDir::short("b1");
+    let buildah = |args: &[&str]| {
+        let mut cmd = Command::new("buildah");
+        cmd.arg("--storage-driver")
+            .arg("vfs")
+            .arg("--root")
+            .arg(dir.join("buildah"))
+            .arg("--runroot")
+            .arg(run.path())
+            .args(args);
+        run_cmd(&mut cmd, CMD_TIMEOUT)
+    };
+    let pulled = buildah(&["pull", "-q", &format!("oci:{}:v1", layout.display())]).ok();
+    let id = pulled
+        .stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        id.len(),
+        64,
+        "buildah pull printed no id: {}",
+        pulled.describe()
+    );
+    let df = dir.join("b.digest");
+    buildah(&[
+        "push",
+        "--tls-verify=false",
+        "--creds",
+        &ALICE.creds(),
+        "--format",
+        "v2s2",
+        "--digestfile",
+        df.to_str().expect("utf-8 path"),
+        &id,
+        &server.image("org/app:docker"),
+    ])
+    .ok();
+    let pushed = read_digestfile(&df);
+
+    const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let got = get_manifest(&server, "org/app", "docker").expect(200);
+    assert_eq!(
+        got.header("content-type"),
+        Some(DOCKER_V2),
+        "{}",
+        got.describe()
+    );
+    assert_eq!(got.header("docker-content-digest"), Some(pushed.as_str()));
+    assert_eq!(digest(&got.body), pushed);
+    let manifest = got.json();
+    assert_eq!(manifest["mediaType"], json!(DOCKER_V2));
+    let mut blobs = vec![manifest["config"].clone()];
+    blobs.extend(manifest["layers"].as_array().cloned().unwrap_or_default());
+    for b in &blobs {
+        let d = b["digest"].as_str().expect("digest");
+        let r = server
+            .request("HEAD", &format!("/v2/org/app/blobs/{d}"), ALICE, &[], b"")
+            .expect(200);
+        assert_eq!(
+            r.header("content-length")
+                .and_then(|v| v.parse::<u64>().ok()),
+            b["size"].as_u64(),
+            "size of {d}"
+        );
+    }
+    let raw = skopeo_inspect_raw(&server, "org/app:docker").ok();
+    assert_eq!(
+        raw.stdout.as_bytes(),
+        &got.body[..],
+        "skopeo reads the same bytes"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A repository policy on a nested name, and tags made immutable on push
+
+#[test]
+fn repository_policy_on_a_nested_name_makes_matching_pushes_immutable_and_logs_them() {
+    if !clients_available(
+        "repository_policy_on_a_nested_name_makes_matching_pushes_immutable_and_logs_them",
+        &["skopeo", "umoci"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("repo-policy");
+    let layout = umoci_images(dir.path(), &["v1", "v2"]);
+    let server = Server::start(dir.path());
+    let df = dir.join("d");
+    skopeo_copy(&server, &layout, "v1", "org/team/app:keep", &df).ok();
+    skopeo_copy(&server, &layout, "v1", "org/app:rel-1", &df).ok();
+
+    let path = "/api/v1/repository/org/team/app/immutabilitypolicy/";
+    let created = server.post_json(path, ALICE, &json!({"tagPattern": "rel-.*"}));
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let body = created.json();
+    let uuid = body["uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(
+        body["run"]["count"],
+        json!(0),
+        "no tag of org/team/app matches; org/app is out of scope: {body}"
+    );
+    let listed = server.get(path, ALICE).expect(200).json();
+    assert_eq!(
+        listed["policies"],
+        json!([{"uuid": uuid, "tagPattern": "rel-.*", "tagPatternMatches": true}]),
+        "{listed}"
+    );
+    let org_listed = server
+        .get("/api/v1/organization/org/immutabilitypolicy/", ALICE)
+        .expect(200)
+        .json();
+    assert_eq!(org_listed["policies"], json!([]), "{org_listed}");
+
+    // A push to a matching tag is made immutable on push, with its record.
+    let df1 = dir.join("rel1.digest");
+    skopeo_copy(&server, &layout, "v1", "org/team/app:rel-1", &df1).ok();
+    let logs = server.all_logs("/api/v1/repository/org/team/app/logs");
+    let made: Vec<&Value> = of_kind(&logs, "tag_made_immutable_by_policy")
+        .into_iter()
+        .filter(|e| log_tag(e) == Some("rel-1"))
+        .collect();
+    assert_eq!(made.len(), 1, "{made:#?}");
+    assert_eq!(made[0]["metadata"]["trigger"], json!("push"), "{}", made[0]);
+    assert_eq!(
+        made[0]["metadata"]["policy_uuid"],
+        json!(uuid),
+        "{}",
+        made[0]
+    );
+    assert_eq!(performer(made[0]), "alice");
+    let refused = skopeo_copy(&server, &layout, "v2", "org/team/app:rel-1", &dir.join("x"));
+    assert_refused_as_immutable(&refused, 1);
+
+    // The history API explains it.
+    let h = server
+        .get(
+            "/api/v1/tagguard/repository/org/team/app/tag/rel-1/history",
+            ALICE,
+        )
+        .expect(200)
+        .json();
+    assert_eq!(h["namespace"], json!("org"), "{h}");
+    assert_eq!(h["repository"], json!("team/app"), "{h}");
+    assert_eq!(h["tag"], json!("rel-1"), "{h}");
+    assert!(!h["cause"].is_null(), "an immutable tag has a cause: {h}");
+    assert!(
+        h["events"].as_array().is_some_and(|ev| ev
+            .iter()
+            .any(|e| e["kind"] == json!("tag_made_immutable_by_policy"))),
+        "{h}"
+    );
+
+    // The same tag name in another repository stays mutable.
+    skopeo_copy(&server, &layout, "v2", "org/app:rel-1", &dir.join("y")).ok();
+    skopeo_copy(&server, &layout, "v2", "org/team/app:keep", &dir.join("z")).ok();
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
+}
+
+// ---------------------------------------------------------------------------
+// The tag toggle
+
+#[test]
+fn any_account_sets_a_tag_immutable_but_only_an_admin_clears_it() {
+    let dir = TempDir::new("toggle");
+    let server = Server::start(dir.path());
+    let (m1, _) = server.push_image("org/app", "t", "toggle 1", ALICE);
+    let (m2, _) = server.push_image("org/app", "other", "toggle 2", ALICE);
+    let toggle = |auth: Auth, immutable: bool| {
+        server.request(
+            "PUT",
+            "/api/v1/repository/org/app/tag/t",
+            auth,
+            &[("Content-Type", "application/json")],
+            json!({"immutable": immutable}).to_string().as_bytes(),
+        )
+    };
+    let put_over = |manifest: &[u8]| {
+        server.request(
+            "PUT",
+            "/v2/org/app/manifests/t",
+            ALICE,
+            &[("Content-Type", OCI_MANIFEST)],
+            manifest,
+        )
+    };
+
+    let set = toggle(BOB, true);
+    assert!((200..300).contains(&set.status), "{}", set.describe());
+    let r = put_over(&m2);
+    assert_eq!(r.status, 409, "{}", r.describe());
+    assert_eq!(r.error_codes(), vec!["TAG_IMMUTABLE"], "{}", r.describe());
+    let rest_delete = server.request(
+        "DELETE",
+        "/api/v1/repository/org/app/tag/t",
+        ALICE,
+        &[],
+        b"",
+    );
+    assert_eq!(rest_delete.status, 409, "{}", rest_delete.describe());
+    assert_eq!(
+        rest_delete.json()["error_type"],
+        json!("tag_immutable"),
+        "{}",
+        rest_delete.describe()
+    );
+
+    let clear = toggle(BOB, false);
+    assert_eq!(
+        clear.status,
+        403,
+        "clearing needs admin: {}",
+        clear.describe()
+    );
+    assert_eq!(
+        put_over(&m2).status,
+        409,
+        "still immutable after bob's refused clear"
+    );
+
+    let clear = toggle(ALICE, false);
+    assert!((200..300).contains(&clear.status), "{}", clear.describe());
+    put_over(&m2).expect(201);
+    put_over(&m1).expect(201);
+
+    let logs = server.all_logs("/api/v1/repository/org/app/logs");
+    let changes: Vec<&Value> = of_kind(&logs, "change_tag_immutability");
+    assert_eq!(
+        changes.len(),
+        2,
+        "one record per change, none for the refused clear: {changes:#?}"
+    );
+    // Newest first.
+    assert_eq!(performer(changes[0]), "alice");
+    assert_eq!(
+        changes[0]["metadata"]["immutable"],
+        json!(false),
+        "{}",
+        changes[0]
+    );
+    assert_eq!(changes[0]["metadata"]["previous_immutable"], json!(true));
+    assert_eq!(performer(changes[1]), "bob");
+    assert_eq!(
+        changes[1]["metadata"]["immutable"],
+        json!(true),
+        "{}",
+        changes[1]
+    );
+    assert_eq!(changes[1]["metadata"]["previous_immutable"], json!(false));
+    for c in &changes {
+        assert_eq!(log_tag(c), Some("t"), "{c}");
+    }
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
 }
 
 // ---------------------------------------------------------------------------
@@ -995,6 +1423,8 @@ enum Field {
     Tags,
     /// Whether a `Link` header is present.
     LinkPresent,
+    /// The `repositories` of a catalog, as returned.
+    Repositories,
 }
 
 impl Field {
@@ -1011,6 +1441,7 @@ impl Field {
             Field::TagsSorted => "tags (sorted)",
             Field::Tags => "tags",
             Field::LinkPresent => "Link present",
+            Field::Repositories => "repositories",
         }
     }
 
@@ -1051,6 +1482,15 @@ impl Field {
                 Some(tags.join(","))
             }
             Field::LinkPresent => Some(r.header("link").is_some().to_string()),
+            Field::Repositories => {
+                let v: Value = serde_json::from_slice(&r.body).ok()?;
+                let repos: Vec<&str> = v["repositories"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                Some(repos.join(","))
+            }
         }
     }
 }
@@ -1260,6 +1700,23 @@ fn run_sequence(t: &Target) -> Vec<Obs> {
         "GET tags/list?n=2&last=t2",
         t.req("GET", "/v2/org/diff/tags/list?n=2&last=t2", &[], b""),
         &[Tags, LinkPresent],
+    );
+
+    // The catalog (2.8.2 pages it as the spec says).
+    record(
+        "GET _catalog",
+        t.req("GET", "/v2/_catalog", &[], b""),
+        &[Repositories],
+    );
+    record(
+        "GET _catalog?n=1",
+        t.req("GET", "/v2/_catalog?n=1", &[], b""),
+        &[Repositories, LinkPresent],
+    );
+    record(
+        "GET _catalog?n=1&last=org/diff",
+        t.req("GET", "/v2/_catalog?n=1&last=org/diff", &[], b""),
+        &[Repositories, LinkPresent],
     );
 
     // Unknowns and errors.
@@ -1600,6 +2057,8 @@ fn malformed_manifest_json_is_manifest_invalid_and_stores_nothing() {
         assert_eq!(r.status, 400, "{}", r.describe());
         assert_eq!(r.error_codes(), vec!["MANIFEST_INVALID"], "{}", r.describe());
         assert_eq!(snapshot(&server), before, "after {}", r.describe());
+        let by_digest = get_manifest(&server, "org/app", &digest(body));
+        assert_eq!(by_digest.status, 404, "{}", by_digest.describe());
     }
     let r = get_manifest(&server, "org/app", "broken");
     assert_eq!(r.status, 404, "{}", r.describe());
