@@ -914,6 +914,15 @@ fn any_account_sets_a_tag_immutable_but_only_an_admin_clears_it() {
         rest_delete.describe()
     );
 
+    let del = server.request("DELETE", "/v2/org/app/manifests/t", ALICE, &[], b"");
+    assert_eq!(del.status, 409, "{}", del.describe());
+    assert_eq!(
+        del.error_codes(),
+        vec!["TAG_IMMUTABLE"],
+        "{}",
+        del.describe()
+    );
+
     let clear = toggle(BOB, false);
     assert_eq!(
         clear.status,
@@ -931,6 +940,12 @@ fn any_account_sets_a_tag_immutable_but_only_an_admin_clears_it() {
     assert!((200..300).contains(&clear.status), "{}", clear.describe());
     put_over(&m2).expect(201);
     put_over(&m1).expect(201);
+    // Mutable again: deleted by tag, and only that tag.
+    server
+        .request("DELETE", "/v2/org/app/manifests/t", ALICE, &[], b"")
+        .expect(202);
+    assert_eq!(get_manifest(&server, "org/app", "t").status, 404);
+    get_manifest(&server, "org/app", "other").expect(200);
 
     let logs = server.all_logs("/api/v1/repository/org/app/logs");
     let changes: Vec<&Value> = of_kind(&logs, "change_tag_immutability");
@@ -1085,6 +1100,120 @@ fn policy_over_1000_existing_tags_logs_each_tag_once_with_its_run() {
         verify["entries"].as_u64().unwrap_or(0) >= 1002,
         "the chain holds at least the 1000 records, the summary and the policy: {verify}"
     );
+}
+
+#[test]
+fn pushes_during_a_retroactive_run_all_end_immutable_with_one_record_each() {
+    if !clients_available(
+        "pushes_during_a_retroactive_run_all_end_immutable_with_one_record_each",
+        &["curl"],
+    ) {
+        return;
+    }
+    let n: usize = std::env::var("TAGGUARD_RACE_TAGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = TempDir::new("race");
+    let server = Server::start(dir.path());
+    let tags: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let (manifest, _) = seed_tags(&server, &dir, &tags);
+    let content_type = get_manifest(&server, "org/app", "seed")
+        .header("content-type")
+        .expect("Content-Type")
+        .to_owned();
+    let late: Vec<String> = (0..2000).map(|i| format!("n{i}")).collect();
+    let late_dir = TempDir::new("race-curl");
+
+    let t0 = Instant::now();
+    let (policy, post_returned, bulk_started, bulk) = thread::scope(|scope| {
+        let poster = scope.spawn(|| {
+            let r = try_http(
+                &server.addr(),
+                "POST",
+                "/api/v1/organization/org/immutabilitypolicy/",
+                ALICE,
+                &[("Content-Type", "application/json")],
+                json!({"tagPattern": ".*"}).to_string().as_bytes(),
+                Duration::from_secs(600),
+            );
+            (r, t0.elapsed())
+        });
+        thread::sleep(Duration::from_millis(100));
+        let bulk_started = t0.elapsed();
+        let bulk = bulk_put_tags(
+            &server,
+            late_dir.path(),
+            "org/app",
+            &manifest,
+            &content_type,
+            &late,
+        );
+        let (r, returned) = poster.join().expect("poster");
+        (r, returned, bulk_started, bulk)
+    });
+    let policy = policy.expect("policy POST").expect(201).json();
+    eprintln!(
+        "race: run over {n} tags answered after {post_returned:.1?}; {} pushes from {bulk_started:.1?} for {:.1?}; run count {}",
+        late.len(),
+        bulk.elapsed,
+        policy["run"]["count"]
+    );
+    assert!(
+        bulk_started < post_returned,
+        "the pushes did not overlap the run (it answered after {post_returned:?}); raise TAGGUARD_RACE_TAGS"
+    );
+    assert_eq!(
+        bulk.codes.get("201").copied().unwrap_or(0),
+        late.len(),
+        "pushes of new tags during the run: {:?}",
+        bulk.codes
+    );
+
+    let all: BTreeSet<String> = tags
+        .iter()
+        .chain(&late)
+        .cloned()
+        .chain(["seed".to_owned()])
+        .collect();
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    let by_tag = marks_by_tag(&logs);
+    let mut triggers: BTreeMap<String, usize> = BTreeMap::new();
+    for (tag, records) in &by_tag {
+        assert_eq!(
+            records.len(),
+            1,
+            "{tag} has {} records: {records:#?}",
+            records.len()
+        );
+        *triggers
+            .entry(
+                records[0]["metadata"]["trigger"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    eprintln!("race: records by trigger {triggers:?}");
+    let marked: BTreeSet<String> = by_tag.keys().cloned().collect();
+    assert_eq!(
+        all.symmetric_difference(&marked)
+            .take(20)
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "tags without a record, or records for no tag (first 20)"
+    );
+    assert_eq!(
+        triggers.get("policy_created").copied().unwrap_or(0) as u64,
+        policy["run"]["count"].as_u64().expect("run count"),
+        "the run's count is its records"
+    );
+    if let Some(in_db) = immutable_tags_in_db(&server) {
+        assert_eq!(in_db, all, "every tag is immutable in SQLite");
+    }
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
 }
 
 #[test]
@@ -1614,6 +1743,48 @@ fn run_sequence(t: &Target) -> Vec<Obs> {
         &[Location, Digest],
     );
 
+    // A chunk that does not follow the last one.
+    let r = record(
+        "POST upload (for a gap)",
+        t.req("POST", "/v2/org/diff/blobs/uploads/", &[], b""),
+        &[UploadLocation],
+    );
+    let loc = follow(&r);
+    let r = record(
+        "PATCH first chunk",
+        t.req("PATCH", &loc, &[octet, ("Content-Range", "0-4")], b"01234"),
+        &[Range],
+    );
+    let loc = follow(&r);
+    record(
+        "PATCH chunk after a gap",
+        t.req(
+            "PATCH",
+            &loc,
+            &[octet, ("Content-Range", "10-14")],
+            b"abcde",
+        ),
+        &[Errors],
+    );
+
+    // Cancel an upload.
+    let r = record(
+        "POST upload (to cancel)",
+        t.req("POST", "/v2/org/diff/blobs/uploads/", &[], b""),
+        &[UploadLocation],
+    );
+    let loc = follow(&r);
+    record(
+        "DELETE upload (cancel)",
+        t.req("DELETE", &loc, &[], b""),
+        &[],
+    );
+    record(
+        "GET upload status after cancel",
+        t.req("GET", &loc, &[], b""),
+        &[Errors],
+    );
+
     // Cross-repository mount.
     record(
         "POST mount from other repo",
@@ -1652,6 +1823,26 @@ fn run_sequence(t: &Target) -> Vec<Obs> {
             &[Digest],
         );
     }
+    record(
+        "PUT manifest by its digest",
+        t.req(
+            "PUT",
+            &format!("/v2/org/other/manifests/{m}"),
+            &[mct],
+            &manifest,
+        ),
+        &[Errors],
+    );
+    record(
+        "PUT manifest by another digest",
+        t.req(
+            "PUT",
+            &format!("/v2/org/diff/manifests/{zero}"),
+            &[mct],
+            &manifest,
+        ),
+        &[Errors],
+    );
     let accept = ("Accept", MANIFEST_ACCEPT);
     let manifest_fields = [ContentType, Digest, ContentLength];
     record(
@@ -1803,6 +1994,16 @@ fn run_sequence(t: &Target) -> Vec<Obs> {
         t.req("GET", &format!("/v2/org/diff/blobs/{b}"), &[], b""),
         &[Digest, ContentLength, BodySha256],
     );
+    record(
+        "DELETE blob",
+        t.req("DELETE", &format!("/v2/org/diff/blobs/{c}"), &[], b""),
+        &[],
+    );
+    record(
+        "HEAD blob after DELETE",
+        t.req("HEAD", &format!("/v2/org/diff/blobs/{c}"), &[], b""),
+        &[],
+    );
     out
 }
 
@@ -1821,6 +2022,12 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "HEAD blob from monolithic POST",
         "*",
         "follows from the row above: 2.8.2 never stored blob A",
+    ),
+    (
+        "PATCH chunk after a gap",
+        "*",
+        "2.8.2 does not check Content-Range against the upload's offset and \
+         appends the chunk (202); OCI 1.1 says an out-of-order chunk gets 416",
     ),
     (
         "GET tags/list?n=2",
@@ -1857,6 +2064,14 @@ fn check_spec_where_reference_differs(ours: &[Obs]) {
     let head = &obs(ours, "HEAD blob from monolithic POST").response;
     assert_eq!(head.status, 200, "{}", head.describe());
     assert_eq!(head.header("docker-content-digest"), Some(a.as_str()));
+
+    let gap = &obs(ours, "PATCH chunk after a gap").response;
+    assert_eq!(
+        gap.status,
+        416,
+        "OCI: an out-of-order chunk: {}",
+        gap.describe()
+    );
 
     let page1 = &obs(ours, "GET tags/list?n=2").response;
     assert_eq!(page1.status, 200, "{}", page1.describe());
