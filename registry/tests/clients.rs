@@ -1217,6 +1217,142 @@ fn pushes_during_a_retroactive_run_all_end_immutable_with_one_record_each() {
 }
 
 #[test]
+fn concurrent_pushes_to_the_same_new_tags_let_exactly_one_win_each() {
+    if !clients_available(
+        "concurrent_pushes_to_the_same_new_tags_let_exactly_one_win_each",
+        &["curl"],
+    ) {
+        return;
+    }
+    let dir = TempDir::new("same-tag-race");
+    let server = Server::start(dir.path());
+    let (a, a_digest) = server.push_image("org/app", "a", "race A", ALICE);
+    let (b, b_digest) = server.push_image("org/app", "b", "race B", ALICE);
+    let created = server.create_org_policy("org", "v[0-9]+", ALICE);
+    assert_eq!(created.status, 201, "{}", created.describe());
+    assert_eq!(created.json()["run"]["count"], json!(0));
+
+    let tags: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+    let (dir_a, dir_b) = (TempDir::new("race-a"), TempDir::new("race-b"));
+    let (bulk_a, bulk_b) = thread::scope(|scope| {
+        let ta = scope
+            .spawn(|| bulk_put_tags(&server, dir_a.path(), "org/app", &a, OCI_MANIFEST, &tags));
+        let tb = scope
+            .spawn(|| bulk_put_tags(&server, dir_b.path(), "org/app", &b, OCI_MANIFEST, &tags));
+        (ta.join().expect("curl A"), tb.join().expect("curl B"))
+    });
+    assert_eq!(bulk_a.statuses.len(), tags.len());
+    assert_eq!(bulk_b.statuses.len(), tags.len());
+    eprintln!("same-tag race: A {:?}, B {:?}", bulk_a.codes, bulk_b.codes);
+
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    let by_tag = marks_by_tag(&logs);
+    let mut denials: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in of_kind(&logs, "tag_immutability_denied") {
+        *denials.entry(log_tag(d).unwrap_or("?")).or_default() += 1;
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        let (sa, sb) = (bulk_a.statuses[i].as_str(), bulk_b.statuses[i].as_str());
+        let winner = match (sa, sb) {
+            ("201", "409") => &a_digest,
+            ("409", "201") => &b_digest,
+            other => panic!("{tag}: one push wins (201) and one is refused (409), got {other:?}"),
+        };
+        let got = get_manifest(&server, "org/app", tag).expect(200);
+        assert_eq!(
+            got.header("docker-content-digest"),
+            Some(winner.as_str()),
+            "{tag} points at the push that got 201"
+        );
+        let records = by_tag
+            .get(tag)
+            .unwrap_or_else(|| panic!("{tag} has no tag_made_immutable_by_policy"));
+        assert_eq!(records.len(), 1, "{tag}: {records:#?}");
+        assert_eq!(
+            records[0]["metadata"]["trigger"],
+            json!("push"),
+            "{}",
+            records[0]
+        );
+        assert_eq!(
+            records[0]["metadata"]["manifest_digest"],
+            json!(winner),
+            "{}",
+            records[0]
+        );
+        assert_eq!(
+            denials.get(tag.as_str()),
+            Some(&1),
+            "{tag}: one denial for the loser"
+        );
+    }
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
+}
+
+#[test]
+fn sigterm_during_a_retroactive_run_lets_the_run_finish_before_exit() {
+    if !clients_available(
+        "sigterm_during_a_retroactive_run_lets_the_run_finish_before_exit",
+        &["curl"],
+    ) {
+        return;
+    }
+    let n: usize = std::env::var("TAGGUARD_RACE_TAGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = TempDir::new("sigterm");
+    let mut server = Server::start(dir.path());
+    let tags: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
+    seed_tags(&server, &dir, &tags);
+
+    let addr = server.addr();
+    let (tx, rx) = mpsc::channel();
+    let poster = thread::spawn(move || {
+        let r = try_http(
+            &addr,
+            "POST",
+            "/api/v1/organization/org/immutabilitypolicy/",
+            ALICE,
+            &[("Content-Type", "application/json")],
+            json!({"tagPattern": ".*"}).to_string().as_bytes(),
+            Duration::from_secs(600),
+        );
+        let _ = tx.send(());
+        r
+    });
+    thread::sleep(Duration::from_millis(300));
+    let returned_before = rx.try_recv().is_ok();
+    let status = server.terminate(Duration::from_secs(300));
+    let posted = poster.join().expect("poster thread");
+    assert!(
+        !returned_before,
+        "the run ended before SIGTERM; raise TAGGUARD_RACE_TAGS"
+    );
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        server.logs()
+    );
+    let posted = posted.expect("the policy POST in flight gets its answer");
+    assert_eq!(posted.status, 201, "{}", posted.describe());
+    let body = posted.json();
+    assert_eq!(body["run"]["count"], json!(n + 1), "{body}");
+
+    server.start_again();
+    let runs = server.runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], json!("completed"), "{}", runs[0]);
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    let by_tag = marks_by_tag(&logs);
+    assert_eq!(by_tag.len(), n + 1);
+    assert!(by_tag.values().all(|r| r.len() == 1), "each tag once");
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
+}
+
+#[test]
 fn non_admin_cannot_create_a_policy_and_nothing_changes() {
     let dir = TempDir::new("non-admin");
     let server = Server::start(dir.path());

@@ -658,6 +658,39 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits (up to `timeout`) for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        run_cmd(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+            Duration::from_secs(10),
+        )
+        .ok();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tagguard-registry did not exit within {timeout:?} of SIGTERM\n{}",
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data dir (and a new port) after
+    /// it stopped.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts a new process on the same data dir (and a new port).
     pub fn restart(&mut self) {
         self.kill9();
@@ -858,6 +891,8 @@ pub fn oci_manifest(config: &str, config_size: usize, layer: &str, layer_size: u
 pub struct Bulk {
     /// How many requests got each status code.
     pub codes: BTreeMap<String, usize>,
+    /// Each request's status code, in the order of the tags.
+    pub statuses: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -897,15 +932,20 @@ pub fn bulk_put_tags(
     );
     let elapsed = start.elapsed();
     let mut codes = BTreeMap::new();
-    for line in out.stdout.lines() {
-        *codes.entry(line.trim().to_owned()).or_insert(0) += 1;
+    let statuses: Vec<String> = out.stdout.lines().map(|l| l.trim().to_owned()).collect();
+    for status in &statuses {
+        *codes.entry(status.clone()).or_insert(0) += 1;
     }
     assert!(
         out.success(),
         "bulk curl failed after {elapsed:?} ({codes:?}): {}",
         out.stderr
     );
-    Bulk { codes, elapsed }
+    Bulk {
+        codes,
+        statuses,
+        elapsed,
+    }
 }
 
 // ---------------------------------------------------------------------------
