@@ -690,6 +690,112 @@ fn podman_push_over_a_tag_made_immutable_by_policy_fails_with_the_registry_messa
     }
 }
 
+#[test]
+fn skopeo_round_trips_a_large_layer_streamed_not_buffered() {
+    if !clients_available(
+        "skopeo_round_trips_a_large_layer_streamed_not_buffered",
+        &["skopeo", "umoci"],
+    ) {
+        return;
+    }
+    const SIZE: usize = 48 * 1024 * 1024;
+    let dir = TempDir::new("large");
+    let layout = dir.join("img");
+    let layout_s = layout.to_str().expect("utf-8 path");
+    run_cmd(
+        Command::new("umoci").args(["init", "--layout", layout_s]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    run_cmd(
+        Command::new("umoci").args(["new", "--image", &format!("{layout_s}:base")]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    let bundle = dir.join("bundle");
+    let bundle_s = bundle.to_str().expect("utf-8 path");
+    run_cmd(
+        Command::new("umoci").args([
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{layout_s}:base"),
+            bundle_s,
+        ]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    // Incompressible content (xorshift), so the layer stays about SIZE.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut data = Vec::with_capacity(SIZE);
+    while data.len() < SIZE {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    fs::write(bundle.join("rootfs").join("random.bin"), &data).expect("write random file");
+    drop(data);
+    run_cmd(
+        Command::new("umoci").args(["repack", "--image", &format!("{layout_s}:big"), bundle_s]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+
+    let server = Server::start(dir.path());
+    let before = server.peak_rss_kib();
+    let df = dir.join("big.digest");
+    skopeo_copy(&server, &layout, "big", "org/app:big", &df).ok();
+    let pushed = read_digestfile(&df);
+    assert_eq!(pushed, layout_digest(&layout, "big"));
+    let manifest = get_manifest(&server, "org/app", "big").expect(200).json();
+    let layer = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .expect("a layer");
+    let layer_size = layer["size"].as_u64().expect("layer size");
+    assert!(
+        layer_size >= SIZE as u64,
+        "the layer is incompressible: {layer}"
+    );
+
+    let out = dir.join("out");
+    run_cmd(
+        Command::new("skopeo").args([
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &ALICE.creds(),
+            &server.image("org/app:big"),
+            &format!("oci:{}:big", out.display()),
+        ]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    let d = layer["digest"].as_str().expect("layer digest");
+    let copied = fs::read(
+        out.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+    )
+    .expect("layer copied out");
+    assert_eq!(digest(&copied), d);
+    assert_eq!(copied.len() as u64, layer_size);
+
+    let grew = server.peak_rss_kib().saturating_sub(before);
+    eprintln!(
+        "large layer: {} MiB pushed and pulled; server peak RSS grew {} MiB",
+        layer_size / (1024 * 1024),
+        grew / 1024
+    );
+    assert!(
+        grew * 1024 < layer_size / 2,
+        "the server's peak memory grew by {} KiB for a {layer_size}-byte layer: bodies are buffered, not streamed",
+        grew
+    );
+}
+
 // ---------------------------------------------------------------------------
 // buildah, Docker schema 2
 

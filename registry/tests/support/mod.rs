@@ -650,6 +650,17 @@ impl Server {
         format!("docker://127.0.0.1:{}/{repo_and_tag}", self.port)
     }
 
+    /// The server's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
     /// SIGKILL, no shutdown.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
