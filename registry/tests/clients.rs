@@ -1459,6 +1459,124 @@ fn sigterm_during_a_retroactive_run_lets_the_run_finish_before_exit() {
 }
 
 #[test]
+fn policy_update_runs_again_and_delete_keeps_its_tags_immutable() {
+    let dir = TempDir::new("policy-lifecycle");
+    let server = Server::start(dir.path());
+    for tag in ["v1.0.0", "v1.1.0", "v2.0.0", "latest"] {
+        server.push_image("org/app", tag, tag, ALICE);
+    }
+    let base = "/api/v1/organization/org/immutabilitypolicy/";
+    let created = server.create_org_policy("org", r"v1\..*", ALICE);
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let created = created.json();
+    assert_eq!(created["run"]["count"], json!(2), "{created}");
+    let uuid = created["uuid"].as_str().expect("uuid").to_owned();
+
+    // Bad pattern and duplicate: Quay's 400.
+    for body in [
+        json!({"tagPattern": "v[0-9"}),
+        json!({"tagPattern": r"v1\..*"}),
+    ] {
+        let r = server.post_json(base, ALICE, &body);
+        assert_eq!(r.status, 400, "{}", r.describe());
+        assert_eq!(
+            r.json()["error_type"],
+            json!("invalid_request"),
+            "{}",
+            r.describe()
+        );
+    }
+
+    let updated = server.request(
+        "PUT",
+        &format!("{base}{uuid}"),
+        ALICE,
+        &[("Content-Type", "application/json")],
+        json!({"tagPattern": "v.*", "tagPatternMatches": true})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(updated.status, 200, "{}", updated.describe());
+    let updated = updated.json();
+    assert_eq!(
+        updated["run"]["count"],
+        json!(1),
+        "only v2.0.0 was still mutable: {updated}"
+    );
+    let got = server
+        .get(&format!("{base}{uuid}"), ALICE)
+        .expect(200)
+        .json();
+    assert_eq!(got["tagPattern"], json!("v.*"), "{got}");
+
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    let by_tag = marks_by_tag(&logs);
+    assert_eq!(
+        by_tag.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["v1.0.0", "v1.1.0", "v2.0.0"]
+    );
+    assert_eq!(by_tag["v2.0.0"].len(), 1);
+    let v2 = by_tag["v2.0.0"][0];
+    assert_eq!(v2["metadata"]["trigger"], json!("policy_updated"), "{v2}");
+    assert_eq!(v2["metadata"]["run_id"], updated["run"]["run_id"], "{v2}");
+    assert_eq!(of_kind(&logs, "update_immutability_policy").len(), 1);
+
+    server
+        .request("DELETE", &format!("{base}{uuid}"), ALICE, &[], b"")
+        .expect(204);
+    let listed = server.get(base, ALICE).expect(200).json();
+    assert_eq!(listed["policies"], json!([]), "{listed}");
+    let logs = server.all_logs("/api/v1/organization/org/logs");
+    assert_eq!(of_kind(&logs, "delete_immutability_policy").len(), 1);
+
+    // Its tags stay immutable; new tags are not made immutable any more.
+    let (other, _) = server.push_image("org/app", "other", "other", ALICE);
+    let put = |tag: &str| {
+        server.request(
+            "PUT",
+            &format!("/v2/org/app/manifests/{tag}"),
+            ALICE,
+            &[("Content-Type", OCI_MANIFEST)],
+            &other,
+        )
+    };
+    for tag in ["v1.0.0", "v2.0.0"] {
+        assert_eq!(put(tag).status, 409, "{tag} stays immutable");
+    }
+    put("v3.0.0").expect(201);
+    let (again, _) = server.push_image("org/app", "again", "again", ALICE);
+    server
+        .request(
+            "PUT",
+            "/v2/org/app/manifests/v3.0.0",
+            ALICE,
+            &[("Content-Type", OCI_MANIFEST)],
+            &again,
+        )
+        .expect(201);
+    let verify = server.verify();
+    assert_eq!(verify["verified"], json!(true), "{verify}");
+}
+
+#[test]
+fn a_robot_push_is_recorded_with_the_robot_as_performer() {
+    let dir = TempDir::new("robot");
+    let server = Server::start(dir.path());
+    let created = server.create_org_policy("org", "release-.*", ALICE);
+    assert_eq!(created.status, 201, "{}", created.describe());
+    let refused = server.create_org_policy("org", ".*", ROBOT);
+    assert_eq!(refused.status, 403, "{}", refused.describe());
+
+    server.push_image("org/app", "release-1", "robot", ROBOT);
+    let logs = server.all_logs("/api/v1/repository/org/app/logs");
+    let made: Vec<&Value> = of_kind(&logs, "tag_made_immutable_by_policy");
+    assert_eq!(made.len(), 1, "{made:#?}");
+    assert_eq!(made[0]["performer"]["name"], json!("org+ci"), "{}", made[0]);
+    assert_eq!(made[0]["performer"]["kind"], json!("robot"), "{}", made[0]);
+    assert_eq!(made[0]["metadata"]["trigger"], json!("push"), "{}", made[0]);
+}
+
+#[test]
 fn non_admin_cannot_create_a_policy_and_nothing_changes() {
     let dir = TempDir::new("non-admin");
     let server = Server::start(dir.path());

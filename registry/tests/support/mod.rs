@@ -21,6 +21,9 @@ pub const ALICE: Auth = Auth::Basic("alice", "s3cret");
 /// A non-admin account in every tokens file.
 pub const BOB: Auth = Auth::Basic("bob", "hunter2");
 
+/// A robot account (not admin) in every tokens file.
+pub const ROBOT: Auth = Auth::Basic("org+ci", "robot-secret");
+
 /// The media type of an OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// What a client sends in `Accept` when it asks for a manifest.
@@ -39,6 +42,12 @@ admin = true
 name = "bob"
 secret = "hunter2"
 kind = "user"
+admin = false
+
+[[account]]
+name = "org+ci"
+secret = "robot-secret"
+kind = "robot"
 admin = false
 "#;
 
