@@ -243,33 +243,44 @@ fn prepare(conn: &mut Conn, repo: &str) -> anyhow::Result<Vec<u8>> {
     .into_bytes())
 }
 
-/// Median and 90th percentile of `pushes` manifest PUTs to new tags, in µs.
-fn measure(
-    conn: &mut Conn,
-    repo: &str,
-    manifest: &[u8],
-    pushes: usize,
-    round: usize,
-) -> anyhow::Result<(f64, f64)> {
-    let mut times = Vec::with_capacity(pushes);
-    for i in 0..pushes {
-        let path = format!("/v2/{repo}/manifests/r{round}-t{i}");
+/// One server under test: its connection, repository, manifest and push times (µs).
+struct Target {
+    name: &'static str,
+    conn: Option<Conn>,
+    repo: &'static str,
+    manifest: Vec<u8>,
+    times: Vec<f64>,
+}
+
+impl Target {
+    /// Pushes the manifest to a new tag and records the time the PUT took.
+    fn push(&mut self, tag: &str) -> anyhow::Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let path = format!("/v2/{}/manifests/{tag}", self.repo);
         let start = Instant::now();
         let (status, body) = conn.request(
             "PUT",
             &path,
             "application/vnd.oci.image.manifest.v1+json",
-            manifest,
+            &self.manifest,
         )?;
-        times.push(start.elapsed().as_secs_f64() * 1e6);
+        self.times.push(start.elapsed().as_secs_f64() * 1e6);
         anyhow::ensure!(
             status == 201,
             "push {path}: {status} {}",
             String::from_utf8_lossy(&body)
         );
+        Ok(())
     }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2], times[times.len() * 9 / 10]))
+
+    /// The median and the 90th percentile, in µs.
+    fn summary(&self) -> Option<(f64, f64)> {
+        let mut t = self.times.clone();
+        t.sort_by(f64::total_cmp);
+        (!t.is_empty()).then(|| (t[t.len() / 2], t[t.len() * 9 / 10]))
+    }
 }
 
 fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
@@ -294,48 +305,64 @@ fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
         );
     }
     let docker = start_docker_registry(work)?;
-    let mut docker_conn = match &docker {
+    let docker_target = match &docker {
         Some((_, port)) => {
             let mut c = Conn::open(*port, None)?;
             let m = prepare(&mut c, "org/app")?;
-            Some((c, m))
+            (Some(c), m)
         }
-        None => None,
+        None => (None, Vec::new()),
     };
-    let mut rows: Vec<(&str, Vec<(f64, f64)>)> = vec![
-        ("tagguard-registry, 10 policies in scope", Vec::new()),
-        ("tagguard-registry, no policy in scope", Vec::new()),
-        ("docker-registry 2.8 (no immutability)", Vec::new()),
+    let mut targets = [
+        Target {
+            name: "tagguard-registry, 10 policies in scope",
+            conn: Some(conn),
+            repo: "org/app",
+            manifest: guarded,
+            times: Vec::new(),
+        },
+        Target {
+            name: "tagguard-registry, no policy in scope",
+            conn: Some(Conn::open(port, Some(AUTH))?),
+            repo: "bare/app",
+            manifest: bare,
+            times: Vec::new(),
+        },
+        Target {
+            name: "docker-registry 2.8 (no immutability)",
+            conn: docker_target.0,
+            repo: "org/app",
+            manifest: docker_target.1,
+            times: Vec::new(),
+        },
     ];
+    // Push by push in turn, so that machine noise falls on every row alike; the
+    // order rotates, so no server always follows the same one (a push right after
+    // docker-registry's, which syncs its files, is slower whoever makes it).
+    let n = targets.len();
     for round in 0..rounds {
-        // Interleaved, so that machine noise falls on every row alike.
-        rows[0]
-            .1
-            .push(measure(&mut conn, "org/app", &guarded, pushes, round)?);
-        rows[1]
-            .1
-            .push(measure(&mut conn, "bare/app", &bare, pushes, round)?);
-        if let Some((c, m)) = docker_conn.as_mut() {
-            rows[2].1.push(measure(c, "org/app", m, pushes, round)?);
+        for i in 0..pushes {
+            for k in 0..n {
+                targets[(i + k) % n].push(&format!("r{round}-t{i}"))?;
+            }
         }
     }
-    let median = |v: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| -> Option<f64> {
-        let mut xs: Vec<f64> = v.iter().map(pick).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.get(xs.len() / 2).copied()
-    };
     println!(
-        "push through HTTP: manifest PUT to a new tag, {pushes} pushes x {rounds} rounds, one kept-alive connection"
+        "push through HTTP: manifest PUT to a new tag, {} pushes per server taken in turn, one kept-alive connection each",
+        pushes * rounds
     );
     println!("| server | median µs | p90 µs |");
     println!("|---|---|---|");
-    for (name, v) in &rows {
-        match (median(v, |x| x.0), median(v, |x| x.1)) {
-            (Some(m), Some(p)) => println!("| {name} | {m:.0} | {p:.0} |"),
-            _ => println!("| {name} | not measured (docker-registry is not installed) | |"),
+    for t in &targets {
+        match t.summary() {
+            Some((m, p)) => println!("| {} | {m:.0} | {p:.0} |", t.name),
+            None => println!(
+                "| {} | not measured (docker-registry is not installed) | |",
+                t.name
+            ),
         }
     }
-    let m = |i: usize| median(&rows[i].1, |x| x.0);
+    let m = |i: usize| targets[i].summary().map(|s| s.0);
     if let (Some(a), Some(b)) = (m(0), m(1)) {
         println!("ratio: 10 policies / no policy = {:.2}x", a / b);
     }

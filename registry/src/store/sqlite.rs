@@ -126,10 +126,29 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 const RUN_SELECT: &str = "SELECT id, policy_uuid, namespace, repository, trigger, performer, status, \
      engine_run_id, changed, started, finished, error, finished_by FROM retroactiverun";
 
+/// Runs a statement through the connection's cache of prepared statements.
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// Reads one row through the connection's cache of prepared statements.
+fn one<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
 /// Id of the namespace row, created if missing.
 fn namespace_id(tx: &Connection, ns: &str) -> rusqlite::Result<i64> {
-    tx.execute("INSERT OR IGNORE INTO namespace (name) VALUES (?1)", [ns])?;
-    tx.query_row("SELECT id FROM namespace WHERE name = ?1", [ns], |r| {
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO namespace (name) VALUES (?1)",
+        [ns],
+    )?;
+    one(tx, "SELECT id FROM namespace WHERE name = ?1", [ns], |r| {
         r.get(0)
     })
 }
@@ -137,11 +156,13 @@ fn namespace_id(tx: &Connection, ns: &str) -> rusqlite::Result<i64> {
 /// Id of the repository row, created (with its namespace) if missing.
 fn repository_id(tx: &Connection, ns: &str, repo: &str) -> rusqlite::Result<i64> {
     let ns_id = namespace_id(tx, ns)?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT OR IGNORE INTO repository (namespace_id, name) VALUES (?1, ?2)",
         params![ns_id, repo],
     )?;
-    tx.query_row(
+    one(
+        tx,
         "SELECT id FROM repository WHERE namespace_id = ?1 AND name = ?2",
         params![ns_id, repo],
         |r| r.get(0),
@@ -150,7 +171,8 @@ fn repository_id(tx: &Connection, ns: &str, repo: &str) -> rusqlite::Result<i64>
 
 /// Id of an existing repository.
 fn find_repository(tx: &Connection, ns: &str, repo: &str) -> rusqlite::Result<Option<i64>> {
-    tx.query_row(
+    one(
+        tx,
         "SELECT r.id FROM repository r JOIN namespace n ON n.id = r.namespace_id \
          WHERE n.name = ?1 AND r.name = ?2",
         params![ns, repo],
@@ -161,7 +183,8 @@ fn find_repository(tx: &Connection, ns: &str, repo: &str) -> rusqlite::Result<Op
 
 /// `(immutable, hidden)` of an alive tag, or `None`.
 fn alive_state(tx: &Connection, id: u64) -> rusqlite::Result<Option<(bool, bool)>> {
-    tx.query_row(
+    one(
+        tx,
         "SELECT immutable, hidden FROM tag WHERE id = ?1 AND lifetime_end_ms IS NULL",
         [id as i64],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -170,7 +193,8 @@ fn alive_state(tx: &Connection, id: u64) -> rusqlite::Result<Option<(bool, bool)
 }
 
 fn end_tag(tx: &Connection, id: u64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE tag SET lifetime_end_ms = ?2 WHERE id = ?1 AND lifetime_end_ms IS NULL",
         params![id as i64, now_ms()],
     )?;
@@ -191,7 +215,8 @@ fn policy_version(tx: &Connection) -> rusqlite::Result<u64> {
 
 fn bump_policy_version(tx: &Connection) -> rusqlite::Result<()> {
     let next = policy_version(tx)? + 1;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO meta (key, value) VALUES ('policy_version', ?1) \
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [next.to_string()],
@@ -222,6 +247,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -273,7 +299,8 @@ impl SqliteStore {
             seqs.push(seq);
         }
         let checkpoint = self.key.sign(seq, &prev);
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO checkpoint (id, seq, head_hash, mac) VALUES (1, ?1, ?2, ?3) \
              ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, head_hash = excluded.head_hash, \
              mac = excluded.mac",
@@ -335,7 +362,7 @@ impl SqliteStore {
                 if let Some((id, _)) = current {
                     end_tag(tx, id as u64).map_err(unavailable)?;
                 }
-                tx.execute(
+                exec(tx,
                     "INSERT INTO tag (name, repository_id, manifest_id, lifetime_start_ms, immutable) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![name, repo, manifest, now_ms(), immutable],
@@ -347,7 +374,8 @@ impl SqliteStore {
                 if alive_state(tx, tag_id).map_err(unavailable)?.is_none() {
                     return Err(conflict(format!("tag id {tag_id} is no longer alive")));
                 }
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE tag SET immutable = ?2 WHERE id = ?1",
                     params![tag_id as i64, immutable],
                 )
@@ -367,7 +395,8 @@ impl SqliteStore {
             } => {
                 check_removable(tx, &tag_ids)?;
                 for id in tag_ids {
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE tag SET expiration = ?2 WHERE id = ?1",
                         params![id as i64, expires_at],
                     )
@@ -411,7 +440,8 @@ impl SqliteStore {
                 for id in tag_ids {
                     end_tag(tx, id).map_err(unavailable)?;
                 }
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM manifest WHERE repository_id = ?1 AND digest = ?2",
                     params![repo, digest],
                 )
@@ -432,14 +462,16 @@ impl SqliteStore {
                 }
                 let ns = namespace_id(tx, &p.namespace).map_err(unavailable)?;
                 match &p.repository {
-                    None => tx.execute(
+                    None => exec(
+                        tx,
                         "INSERT INTO namespaceimmutabilitypolicy (uuid, namespace_id, policy) \
                          VALUES (?1, ?2, ?3)",
                         params![p.uuid, ns, policy_json(&p)],
                     ),
                     Some(repo) => {
                         let repo = repository_id(tx, &p.namespace, repo).map_err(unavailable)?;
-                        tx.execute(
+                        exec(
+                            tx,
                             "INSERT INTO repositoryimmutabilitypolicy \
                              (uuid, repository_id, namespace_id, policy) VALUES (?1, ?2, ?3, ?4)",
                             params![p.uuid, repo, ns, policy_json(&p)],
@@ -495,7 +527,8 @@ impl SqliteStore {
         else {
             return Ok(());
         };
-        tx.execute(
+        exec(
+            tx,
             "UPDATE retroactiverun SET changed = changed + ?1, engine_run_id = ?2 \
              WHERE policy_uuid = ?3 AND status = 'running'",
             params![n as i64, run, policy],
@@ -520,21 +553,25 @@ impl SqliteStore {
 /// Inserts one chained entry into `logentry3`, with its Quay columns derived from it.
 fn insert_log_row(tx: &Connection, chained: &ChainedEntry) -> rusqlite::Result<()> {
     let e = &chained.entry;
-    tx.execute(
+    exec(
+        tx,
         "INSERT OR IGNORE INTO logentrykind (name) VALUES (?1)",
         [e.kind],
     )?;
-    let kind: i64 = tx.query_row(
+    let kind: i64 = one(
+        tx,
         "SELECT id FROM logentrykind WHERE name = ?1",
         [e.kind],
         |r| r.get(0),
     )?;
     let account = namespace_id(tx, &e.namespace)?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT OR IGNORE INTO user (username, kind) VALUES (?1, ?2)",
         params![e.performer.name, e.performer.kind],
     )?;
-    let performer: i64 = tx.query_row(
+    let performer: i64 = one(
+        tx,
         "SELECT id FROM user WHERE username = ?1",
         [&e.performer.name],
         |r| r.get(0),
@@ -546,7 +583,8 @@ fn insert_log_row(tx: &Connection, chained: &ChainedEntry) -> rusqlite::Result<(
     let quay = quay_log_line(chained);
     let entry_json = serde_json::to_string(chained)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO logentry3 (id, kind_id, account_id, performer_id, repository_id, datetime, \
          ip, metadata_json, prev_hash, hash, entry_json) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -622,7 +660,8 @@ impl TagStore for SqliteStore {
                 if alive_state(tx, tag_id)? != Some((false, false)) {
                     continue;
                 }
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE tag SET immutable = 1 WHERE id = ?1",
                     [tag_id as i64],
                 )?;
@@ -650,7 +689,11 @@ impl TagStore for SqliteStore {
                 return Ok(changed);
             };
             for id in &changed {
-                tx.execute("UPDATE tag SET immutable = 1 WHERE id = ?1", [*id as i64])?;
+                exec(
+                    tx,
+                    "UPDATE tag SET immutable = 1 WHERE id = ?1",
+                    [*id as i64],
+                )?;
             }
             Self::note_progress(tx, &entry, changed.len())?;
             self.append(tx, vec![entry])?;
@@ -667,9 +710,8 @@ impl Storage for SqliteStore {
         repo: &str,
         digest: &str,
     ) -> Result<Option<u64>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row(
+        Ok(one(
+                &self.conn(),
                 "SELECT b.size FROM blob b JOIN repositoryblob rb ON rb.digest = b.digest \
                  JOIN repository r ON r.id = rb.repository_id JOIN namespace n ON n.id = r.namespace_id \
                  WHERE n.name = ?1 AND r.name = ?2 AND b.digest = ?3",
@@ -683,11 +725,13 @@ impl Storage for SqliteStore {
     fn link_blob(&self, ns: &str, repo: &str, digest: &str, size: u64) -> Result<(), StorageError> {
         self.write(|tx| {
             let repo = repository_id(tx, ns, repo)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR IGNORE INTO blob (digest, size) VALUES (?1, ?2)",
                 params![digest, size as i64],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT OR IGNORE INTO repositoryblob (repository_id, digest) VALUES (?1, ?2)",
                 params![repo, digest],
             )?;
@@ -700,7 +744,8 @@ impl Storage for SqliteStore {
             let Some(repo) = find_repository(tx, ns, repo)? else {
                 return Ok(false);
             };
-            let n = tx.execute(
+            let n = exec(
+                tx,
                 "DELETE FROM repositoryblob WHERE repository_id = ?1 AND digest = ?2",
                 params![repo, digest],
             )?;
@@ -711,7 +756,7 @@ impl Storage for SqliteStore {
     fn put_manifest(&self, ns: &str, repo: &str, m: &ManifestRow) -> Result<bool, StorageError> {
         self.write(|tx| {
             let repo = repository_id(tx, ns, repo)?;
-            let n = tx.execute(
+            let n = exec(tx,
                 "INSERT OR IGNORE INTO manifest (repository_id, digest, media_type, manifest_bytes, \
                  subject, artifact_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![repo, m.digest, m.media_type, m.bytes, m.subject, m.artifact_type],
@@ -726,17 +771,16 @@ impl Storage for SqliteStore {
         repo: &str,
         digest: &str,
     ) -> Result<Option<ManifestRow>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT m.digest, m.media_type, m.manifest_bytes, m.subject, m.artifact_type \
+        Ok(one(
+            &self.conn(),
+            "SELECT m.digest, m.media_type, m.manifest_bytes, m.subject, m.artifact_type \
                  FROM manifest m JOIN repository r ON r.id = m.repository_id \
                  JOIN namespace n ON n.id = r.namespace_id \
                  WHERE n.name = ?1 AND r.name = ?2 AND m.digest = ?3",
-                params![ns, repo, digest],
-                manifest_from_row,
-            )
-            .optional()?)
+            params![ns, repo, digest],
+            manifest_from_row,
+        )
+        .optional()?)
     }
 
     fn delete_untagged_manifest(
@@ -749,7 +793,7 @@ impl Storage for SqliteStore {
             let Some(repo) = find_repository(tx, ns, repo)? else {
                 return Ok(false);
             };
-            let n = tx.execute(
+            let n = exec(tx,
                 "DELETE FROM manifest WHERE repository_id = ?1 AND digest = ?2 AND NOT EXISTS \
                  (SELECT 1 FROM tag t WHERE t.manifest_id = manifest.id AND t.lifetime_end_ms IS NULL)",
                 params![repo, digest],
@@ -782,10 +826,7 @@ impl Storage for SqliteStore {
             "{TAG_SELECT} WHERE n.name = ?1 AND r.name = ?2 AND t.name = ?3 \
              AND t.lifetime_end_ms IS NULL"
         );
-        Ok(self
-            .conn()
-            .query_row(&sql, params![ns, repo, name], tag_from_row)
-            .optional()?)
+        Ok(one(&self.conn(), &sql, params![ns, repo, name], tag_from_row).optional()?)
     }
 
     fn tags_on_manifest(
@@ -1034,22 +1075,21 @@ impl Storage for SqliteStore {
     }
 
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT seq, head_hash, mac FROM checkpoint WHERE id = 1",
-                [],
-                |r| {
-                    Ok(Checkpoint {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        head_hash: r.get(1)?,
-                        mac: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?
-            .into_iter()
-            .collect())
+        Ok(one(
+            &self.conn(),
+            "SELECT seq, head_hash, mac FROM checkpoint WHERE id = 1",
+            [],
+            |r| {
+                Ok(Checkpoint {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    head_hash: r.get(1)?,
+                    mac: r.get(2)?,
+                })
+            },
+        )
+        .optional()?
+        .into_iter()
+        .collect())
     }
 
     fn start_run(
@@ -1059,7 +1099,7 @@ impl Storage for SqliteStore {
         performer: &str,
     ) -> Result<i64, StorageError> {
         self.write(|tx| {
-            tx.execute(
+            exec(tx,
                 "INSERT INTO retroactiverun (policy_uuid, namespace, repository, trigger, performer, \
                  status, started) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
                 params![
@@ -1084,7 +1124,7 @@ impl Storage for SqliteStore {
         error: Option<&str>,
     ) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.execute(
+            exec(tx,
                 "UPDATE retroactiverun SET status = ?2, engine_run_id = COALESCE(?3, engine_run_id), \
                  changed = ?4, finished = ?5, error = ?6 WHERE id = ?1",
                 params![
@@ -1102,14 +1142,15 @@ impl Storage for SqliteStore {
 
     fn drop_run(&self, id: i64) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM retroactiverun WHERE id = ?1", [id])?;
+            exec(tx, "DELETE FROM retroactiverun WHERE id = ?1", [id])?;
             Ok::<_, StorageError>(())
         })
     }
 
     fn finish_run_by(&self, id: i64, by: i64, changed: u64) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE retroactiverun SET status = 'completed', finished_by = ?2, \
                  changed = changed + ?3, finished = COALESCE(finished, ?4) WHERE id = ?1",
                 params![id, by, changed as i64, tagguard_engine::utc::now()],
@@ -1120,7 +1161,8 @@ impl Storage for SqliteStore {
 
     fn interrupt_runs(&self) -> Result<u64, StorageError> {
         self.write(|tx| {
-            let n = tx.execute(
+            let n = exec(
+                tx,
                 "UPDATE retroactiverun SET status = 'incomplete', \
                  error = 'the registry stopped while the run was going' WHERE status = 'running'",
                 [],
@@ -1139,22 +1181,29 @@ impl Storage for SqliteStore {
     }
 
     fn run(&self, id: i64) -> Result<Option<RunRow>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row(&format!("{RUN_SELECT} WHERE id = ?1"), [id], run_from_row)
-            .optional()?)
+        Ok(one(
+            &self.conn(),
+            &format!("{RUN_SELECT} WHERE id = ?1"),
+            [id],
+            run_from_row,
+        )
+        .optional()?)
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, StorageError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        Ok(one(
+            &self.conn(),
+            "SELECT value FROM meta WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StorageError> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 [key, value],
@@ -1164,8 +1213,6 @@ impl Storage for SqliteStore {
     }
 
     fn healthy(&self) -> bool {
-        self.conn()
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .is_ok()
+        one(&self.conn(), "SELECT 1", [], |r| r.get::<_, i64>(0)).is_ok()
     }
 }
