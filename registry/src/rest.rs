@@ -439,15 +439,28 @@ fn log_view(e: &ChainedEntry) -> Value {
     })
 }
 
+/// A page of a namespace's or a repository's log, in Quay's shape.
 async fn logs(call: Call, ns: String, repo: Option<String>) -> Result<Response> {
+    log_page(call, Some(ns), repo, log_view).await
+}
+
+/// One page of the log, newest first (`next_page`, `starttime`, `endtime`, `kind`);
+/// `view` shapes each entry.
+async fn log_page(
+    call: Call,
+    ns: Option<String>,
+    repo: Option<String>,
+    view: fn(&ChainedEntry) -> Value,
+) -> Result<Response> {
     if call.method != Method::GET {
         return Err(method_not_allowed(&call.method));
     }
     let q = &call.query;
     let query =
         LogQuery {
-            namespace: Some(ns),
+            namespace: ns,
             repository: repo,
+            kind: q.get("kind").cloned(),
             before_seq: match q.get("next_page") {
                 Some(p) => Some(p.parse::<u64>().map_err(|_| {
                     ApiError::invalid(format!("next_page: {p:?} is not a page token"))
@@ -467,7 +480,7 @@ async fn logs(call: Call, ns: String, repo: Option<String>) -> Result<Response> 
         .map_err(ApiError::internal)?;
     let more = entries.len() > LOG_PAGE;
     entries.truncate(LOG_PAGE);
-    let mut body = json!({"logs": entries.iter().map(log_view).collect::<Vec<_>>()});
+    let mut body = json!({"logs": entries.iter().map(view).collect::<Vec<_>>()});
     if more && let Some(last) = entries.last() {
         body["next_page"] = last.seq.to_string().into();
     }
@@ -551,6 +564,13 @@ async fn tagguard(call: Call, rest: &str) -> Result<Response> {
         (Method::POST, ["organization", ns, "preview"]) => {
             let ns = ns.to_string();
             preview(call, ns).await
+        }
+        (Method::GET, ["logs"]) => {
+            let ns = call.query.get("namespace").cloned();
+            log_page(call, ns, None, |e| {
+                serde_json::to_value(e).unwrap_or(Value::Null)
+            })
+            .await
         }
         (Method::GET, ["plugin"]) => Ok(json_response(StatusCode::OK, plugin_view(&app))),
         (Method::PUT, ["plugin"]) => {

@@ -91,6 +91,8 @@ pub struct LogQuery {
     pub namespace: Option<String>,
     /// Only this repository (of `namespace`).
     pub repository: Option<String>,
+    /// Only entries of this kind.
+    pub kind: Option<String>,
     /// Only entries with seq below this (pages go from newest to oldest).
     pub before_seq: Option<u64>,
     /// Only entries at or after this time (RFC 3339).

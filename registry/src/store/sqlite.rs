@@ -975,10 +975,12 @@ impl Storage for SqliteStore {
         let conn = self.conn();
         let mut s = conn.prepare_cached(
             "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
+             JOIN logentrykind k ON k.id = l.kind_id \
              LEFT JOIN repository r ON r.id = l.repository_id \
              WHERE (?1 IS NULL OR n.name = ?1) AND (?2 IS NULL OR r.name = ?2) \
              AND (?3 IS NULL OR l.id < ?3) AND (?4 IS NULL OR l.datetime >= ?4) \
-             AND (?5 IS NULL OR l.datetime < ?5) ORDER BY l.id DESC LIMIT ?6",
+             AND (?5 IS NULL OR l.datetime < ?5) AND (?7 IS NULL OR k.name = ?7) \
+             ORDER BY l.id DESC LIMIT ?6",
         )?;
         let rows = s
             .query_map(
@@ -988,7 +990,8 @@ impl Storage for SqliteStore {
                     q.before_seq.map(|s| s as i64),
                     q.start_time,
                     q.end_time,
-                    q.limit as i64
+                    q.limit as i64,
+                    q.kind
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
