@@ -139,6 +139,33 @@ fn ended(
     }
 }
 
+/// Validates `candidate` against the namespace's other policies, tracks a run for it,
+/// and lets `store` store it and run it (the engine's create or update).
+fn tracked(
+    app: &App,
+    caller: &Caller,
+    candidate: &Policy,
+    trigger: &str,
+    store: impl FnOnce(&[Policy]) -> Result<PolicyOutcome, EngineError>,
+) -> Result<Applied, ApiError> {
+    let existing: Vec<Policy> = app
+        .store
+        .namespace_policies(&candidate.namespace)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|p| p.uuid != candidate.uuid)
+        .collect();
+    let checked = app
+        .guard
+        .validate_policy(candidate, &existing)
+        .map_err(engine_error)?;
+    let run = app
+        .store
+        .start_run(&checked, trigger, &caller.account.name)
+        .map_err(ApiError::internal)?;
+    ended(app, run, store(&existing))
+}
+
 /// Validates and stores a new policy, then applies it to existing tags.
 pub fn create(
     app: &App,
@@ -148,22 +175,10 @@ pub fn create(
     matches: bool,
 ) -> Result<Applied, ApiError> {
     let candidate = owner.candidate(new_uuid()?, pattern, matches);
-    let existing = app
-        .store
-        .namespace_policies(&owner.namespace)
-        .map_err(ApiError::internal)?;
-    let checked = app
-        .guard
-        .validate_policy(&candidate, &existing)
-        .map_err(engine_error)?;
-    let run = app
-        .store
-        .start_run(&checked, "policy_created", &caller.account.name)
-        .map_err(ApiError::internal)?;
-    let result = app
-        .guard
-        .create_policy(&caller.actor(), &candidate, &existing);
-    ended(app, run, result)
+    tracked(app, caller, &candidate, "policy_created", |existing| {
+        app.guard
+            .create_policy(&caller.actor(), &candidate, existing)
+    })
 }
 
 /// Validates and stores a new pattern for a policy, then applies it.
@@ -179,25 +194,10 @@ pub fn update(
         tag_pattern_matches: matches,
         ..before.clone()
     };
-    let existing: Vec<Policy> = app
-        .store
-        .namespace_policies(&before.namespace)
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|p| p.uuid != before.uuid)
-        .collect();
-    let checked = app
-        .guard
-        .validate_policy(&candidate, &existing)
-        .map_err(engine_error)?;
-    let run = app
-        .store
-        .start_run(&checked, "policy_updated", &caller.account.name)
-        .map_err(ApiError::internal)?;
-    let result = app
-        .guard
-        .update_policy(&caller.actor(), before, &candidate, &existing);
-    ended(app, run, result)
+    tracked(app, caller, &candidate, "policy_updated", |existing| {
+        app.guard
+            .update_policy(&caller.actor(), before, &candidate, existing)
+    })
 }
 
 /// Deletes a policy with its record.

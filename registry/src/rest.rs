@@ -2,7 +2,7 @@
 //! endpoints, and tagguard's own (`/api/v1/tagguard/`). Repository paths are
 //! parsed from the right, as on `/v2/`, so names of any depth work.
 
-use crate::app::{Caller, Shared, blocking};
+use crate::app::{Caller, Shared, WriteError, blocking};
 use crate::errors::ApiError;
 use crate::oci::route::Name;
 use crate::policies::{self, Owner};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tagguard_engine::audit::{ChainedEntry, quay_log_line, tag_history, verify_against};
-use tagguard_engine::{DeleteOutcome, EngineError, Plugin, Policy, Removal, RemovalAction};
+use tagguard_engine::{DeleteOutcome, EngineError, Plugin, Policy, Removal, RemovalAction, Tag};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -294,6 +294,32 @@ struct TagBody {
     immutable: bool,
 }
 
+/// Decides on the alive tag `name:tag` with fresh state until a decision commits (a
+/// `Conflict` means the state moved since it was read); 404 when there is no such tag.
+fn on_alive_tag<T>(
+    app: &crate::app::App,
+    name: &Name,
+    tag: &str,
+    mut decide: impl FnMut(Tag) -> std::result::Result<T, WriteError>,
+) -> Result<T> {
+    for _ in 0..crate::app::DECIDE_ATTEMPTS {
+        let current = app
+            .store
+            .alive_tag(&name.namespace, &name.repository, tag)
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("tag {tag} does not exist")))?;
+        match decide(current) {
+            Err(WriteError::Engine(EngineError::Conflict { .. })) => continue,
+            Err(WriteError::Engine(e)) => return Err(policies::engine_error(e)),
+            Err(e) => return Err(ApiError::internal(e)),
+            Ok(v) => return Ok(v),
+        }
+    }
+    Err(ApiError::internal(
+        "the tag kept changing while it was decided",
+    ))
+}
+
 /// `PUT tag/{tag}` with `{"immutable": bool}`; `DELETE tag/{tag}`.
 async fn tag_endpoint(call: Call, name: Name, tag: String) -> Result<Response> {
     let app = call.app.clone();
@@ -304,30 +330,16 @@ async fn tag_endpoint(call: Call, name: Name, tag: String) -> Result<Response> {
             if !body.immutable {
                 require_admin(&caller, "clearing a tag's immutability")?;
             }
-            let changed = blocking(move || -> Result<bool> {
-                for _ in 0..crate::app::DECIDE_ATTEMPTS {
-                    let current = app
-                        .store
-                        .alive_tag(&name.namespace, &name.repository, &tag)
-                        .map_err(ApiError::internal)?
-                        .ok_or_else(|| ApiError::not_found(format!("tag {tag} does not exist")))?;
-                    match app
+            let changed = blocking(move || {
+                let changed = on_alive_tag(&app, &name, &tag, |current| {
+                    Ok(app
                         .guard
-                        .manual_change(&caller.actor(), &current, body.immutable)
-                    {
-                        Ok(changed) => {
-                            if changed {
-                                app.metrics.manual_change();
-                            }
-                            return Ok(changed);
-                        }
-                        Err(EngineError::Conflict { .. }) => continue,
-                        Err(e) => return Err(policies::engine_error(e)),
-                    }
+                        .manual_change(&caller.actor(), &current, body.immutable)?)
+                })?;
+                if changed {
+                    app.metrics.manual_change();
                 }
-                Err(ApiError::internal(
-                    "the tag kept changing while it was decided",
-                ))
+                Ok::<_, ApiError>(changed)
             })
             .await?;
             Ok(json_response(
@@ -336,41 +348,28 @@ async fn tag_endpoint(call: Call, name: Name, tag: String) -> Result<Response> {
             ))
         }
         Method::DELETE => {
-            blocking(move || -> Result<()> {
-                for _ in 0..crate::app::DECIDE_ATTEMPTS {
-                    let current = app
-                        .store
-                        .alive_tag(&name.namespace, &name.repository, &tag)
-                        .map_err(ApiError::internal)?
-                        .ok_or_else(|| ApiError::not_found(format!("tag {tag} does not exist")))?;
+            let outcome = blocking(move || {
+                let outcome = on_alive_tag(&app, &name, &tag, |current| {
                     let (policies, _) = app
                         .store
-                        .policies_in_scope(&name.namespace, Some(&name.repository))
-                        .map_err(ApiError::internal)?;
+                        .policies_in_scope(&name.namespace, Some(&name.repository))?;
                     let removal = Removal {
                         actor: caller.actor(),
                         tags: vec![current],
                         policies,
                         action: RemovalAction::DeleteTags,
                     };
-                    match app.guard.delete(&removal) {
-                        Ok(DeleteOutcome::Allowed) => {
-                            app.metrics.delete(true);
-                            return Ok(());
-                        }
-                        Ok(DeleteOutcome::Denied { .. }) => {
-                            app.metrics.delete(false);
-                            return Err(ApiError::immutable("delete", &tag));
-                        }
-                        Err(EngineError::Conflict { .. }) => continue,
-                        Err(e) => return Err(policies::engine_error(e)),
-                    }
+                    Ok(app.guard.delete(&removal)?)
+                })?;
+                app.metrics
+                    .delete(matches!(outcome, DeleteOutcome::Allowed));
+                match outcome {
+                    DeleteOutcome::Allowed => Ok(()),
+                    _ => Err(ApiError::immutable("delete", &tag)),
                 }
-                Err(ApiError::internal(
-                    "the tag kept changing while it was decided",
-                ))
             })
-            .await?;
+            .await;
+            outcome?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         other => Err(method_not_allowed(&other)),

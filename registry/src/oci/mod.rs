@@ -361,34 +361,24 @@ async fn put_manifest(x: &Ctx, name: Name, reference: &str, body: Body) -> Resul
     let n = name.clone();
     let outcome = blocking(move || -> Result<Option<PushOutcome>> {
         let (ns, repo) = (&n.namespace, &n.repository);
+        let missing = |what: &str, d: &Digest| {
+            OciError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("{what} {d} is not in {}", n.full()),
+            )
+            .detail(json!({"digest": d.as_str()}))
+        };
         for blob in &checked.blobs {
-            if app
-                .store
-                .blob_in_repository(ns, repo, blob.as_str())
-                .map_err(storage)?
-                .is_none()
-            {
-                return Err(OciError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("blob {blob} is not in {}", n.full()),
-                )
-                .detail(json!({"digest": blob.as_str()})));
+            let found = app.store.blob_in_repository(ns, repo, blob.as_str());
+            if found.map_err(storage)?.is_none() {
+                return Err(missing("blob", blob));
             }
         }
         for child in &checked.manifests {
-            if app
-                .store
-                .manifest(ns, repo, child.as_str())
-                .map_err(storage)?
-                .is_none()
-            {
-                return Err(OciError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("manifest {child} is not in {}", n.full()),
-                )
-                .detail(json!({"digest": child.as_str()})));
+            let found = app.store.manifest(ns, repo, child.as_str());
+            if found.map_err(storage)?.is_none() {
+                return Err(missing("manifest", child));
             }
         }
         let created = app.store.put_manifest(ns, repo, &row).map_err(storage)?;
