@@ -8,8 +8,8 @@ use crate::store::{Storage, StorageError};
 use axum::http::{HeaderMap, header};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tagguard_engine::{Actor, EngineError, PushOutcome, PushRequest, Runtime, TagGuard};
 
 /// How often a write decided on stale state is decided again before giving up.
@@ -31,6 +31,9 @@ pub struct App {
     pub metrics: Metrics,
     /// The data directory.
     pub data: PathBuf,
+    /// Held by every policy change and run, so that a candidate is validated against
+    /// the policies that exist when it is stored (no two duplicates race in).
+    pub policy_changes: Mutex<()>,
     requests: AtomicU64,
 }
 
@@ -86,6 +89,7 @@ impl App {
             accounts,
             metrics: Metrics::default(),
             data,
+            policy_changes: Mutex::new(()),
             requests: AtomicU64::new(0),
         }
     }

@@ -148,6 +148,7 @@ fn tracked(
     trigger: &str,
     store: impl FnOnce(&[Policy]) -> Result<PolicyOutcome, EngineError>,
 ) -> Result<Applied, ApiError> {
+    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
     let existing: Vec<Policy> = app
         .store
         .namespace_policies(&candidate.namespace)
@@ -202,6 +203,7 @@ pub fn update(
 
 /// Deletes a policy with its record.
 pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiError> {
+    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
     app.guard
         .delete_policy(&caller.actor(), policy)
         .map_err(engine_error)?;
@@ -212,6 +214,7 @@ pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiErro
 /// Finishes a run that stopped: applies its policy again, and marks the old run as
 /// finished by the new one. Returns the old run, updated.
 pub fn finish(app: &App, caller: &Caller, id: i64) -> Result<RunRow, ApiError> {
+    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
     let old = app
         .store
         .run(id)

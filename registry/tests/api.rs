@@ -273,3 +273,33 @@ fn a_bad_or_duplicate_pattern_is_a_quay_style_400_naming_the_field() {
         "{policies}"
     );
 }
+
+#[test]
+fn concurrent_creates_of_one_pattern_store_it_once() {
+    let (_dir, s) = server("api-dup-race");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| s.create_org_policy("org", "release-.*", ALICE).status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 400).count(),
+        7,
+        "{statuses:?}"
+    );
+    let policies = s
+        .get("/api/v1/organization/org/immutabilitypolicy/", ALICE)
+        .expect(200)
+        .json();
+    assert_eq!(
+        policies["policies"].as_array().map(Vec::len),
+        Some(1),
+        "{policies}"
+    );
+}
