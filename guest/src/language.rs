@@ -27,30 +27,48 @@ pub trait PatternLanguage: 'static {
     fn full_match_source(pattern: &str) -> Result<String, String>;
 }
 
+/// An unsupported construct at byte offset `byte` of `pattern`, positioned in characters.
+fn unsupported(pattern: &str, construct: String, byte: usize) -> PolicyError {
+    let byte = byte.min(pattern.len());
+    let position = pattern.get(..byte).map_or(0, |p| p.chars().count());
+    PolicyError::UnsupportedConstruct {
+        construct,
+        position: u32::try_from(position).unwrap_or(u32::MAX),
+    }
+}
+
 /// The default dialect: Rust `regex` syntax without look-around or
-/// backreferences, matched against the whole tag name.
+/// backreferences, and without the constructs Quay reads differently, matched
+/// against the whole tag name.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RegexLanguage;
 
 impl PatternLanguage for RegexLanguage {
     const PLUGIN_NAME: &'static str = "tagguard-default";
 
-    /// Parses the pattern and names a look-around or backreference with its position.
+    /// Parses the pattern and names a look-around, a backreference, or a construct
+    /// that Quay's Python `regex` reads differently ([`crate::fidelity`]), with its
+    /// position.
     fn validate(trimmed: &str) -> Result<(), PolicyError> {
-        let Err(err) = regex_syntax::ast::parse::Parser::new().parse(trimmed) else {
-            return Ok(());
+        let err = match regex_syntax::ast::parse::Parser::new().parse(trimmed) {
+            Ok(ast) => {
+                return match crate::fidelity::first_divergence(&ast, trimmed) {
+                    None => Ok(()),
+                    Some(d) => Err(unsupported(trimmed, d.construct, d.offset)),
+                };
+            }
+            Err(err) => err,
         };
         let construct = match err.kind() {
             ErrorKind::UnsupportedLookAround => "look-around",
             ErrorKind::UnsupportedBackreference => "backreference",
             _ => return Err(PolicyError::InvalidPattern(err.to_string())),
         };
-        let byte = err.span().start.offset.min(trimmed.len());
-        let position = trimmed[..byte].chars().count();
-        Err(PolicyError::UnsupportedConstruct {
-            construct: construct.to_string(),
-            position: u32::try_from(position).unwrap_or(u32::MAX),
-        })
+        Err(unsupported(
+            trimmed,
+            construct.to_string(),
+            err.span().start.offset,
+        ))
     }
 
     /// The pattern wrapped so that it must match the whole tag name. The pattern is
