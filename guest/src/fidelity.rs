@@ -18,16 +18,32 @@ pub struct Divergence {
     pub construct: String,
     /// Byte offset of the construct in the pattern.
     pub offset: usize,
+    /// Whether it is a possessive quantifier, which a backtracking engine that
+    /// supports them (the quay-compat plugin) reads as Quay does.
+    pub possessive: bool,
 }
 
 /// The first construct of `ast` (parsed from `pattern`) that Quay reads differently.
 pub fn first_divergence(ast: &Ast, pattern: &str) -> Option<Divergence> {
+    divergences(ast, pattern).into_iter().next()
+}
+
+/// Every construct of `ast` (parsed from `pattern`) that Quay reads differently, in
+/// pattern order.
+pub fn divergences(ast: &Ast, pattern: &str) -> Vec<Divergence> {
     let case_insensitive = sets_case_insensitive(ast);
-    walk(ast, pattern, case_insensitive)
+    let mut found = Vec::new();
+    walk(ast, pattern, case_insensitive, &mut found);
+    found.sort_by_key(|d| d.offset);
+    found
 }
 
 fn at(offset: usize, construct: String) -> Option<Divergence> {
-    Some(Divergence { construct, offset })
+    Some(Divergence {
+        construct,
+        offset,
+        possessive: false,
+    })
 }
 
 fn text(pattern: &str, start: usize, end: usize) -> &str {
@@ -60,7 +76,28 @@ fn sets_case_insensitive(ast: &Ast) -> bool {
     }
 }
 
-fn walk(ast: &Ast, pattern: &str, case_insensitive: bool) -> Option<Divergence> {
+fn walk(ast: &Ast, pattern: &str, case_insensitive: bool, found: &mut Vec<Divergence>) {
+    found.extend(node(ast, pattern, case_insensitive));
+    match ast {
+        Ast::Repetition(rep) => walk(&rep.ast, pattern, case_insensitive, found),
+        Ast::Group(g) => walk(&g.ast, pattern, case_insensitive, found),
+        Ast::Alternation(alt) => alt
+            .asts
+            .iter()
+            .for_each(|a| walk(a, pattern, case_insensitive, found)),
+        Ast::Concat(cat) => cat
+            .asts
+            .iter()
+            .for_each(|a| walk(a, pattern, case_insensitive, found)),
+        Ast::ClassBracketed(class) => {
+            found.extend(class_set(&class.kind, pattern, case_insensitive))
+        }
+        _ => {}
+    }
+}
+
+/// What Quay reads differently in this node itself (not its children).
+fn node(ast: &Ast, pattern: &str, case_insensitive: bool) -> Option<Divergence> {
     match ast {
         Ast::Repetition(rep) => {
             if let Ast::Repetition(inner) = rep.ast.as_ref() {
@@ -80,7 +117,8 @@ fn walk(ast: &Ast, pattern: &str, case_insensitive: bool) -> Option<Divergence> 
                              multiple repeat)"
                         )
                     },
-                );
+                )
+                .map(|d| Divergence { possessive, ..d });
             }
             if let RepetitionKind::Range(_) = rep.op.kind {
                 let written = text(pattern, rep.op.span.start.offset, rep.op.span.end.offset);
@@ -94,7 +132,7 @@ fn walk(ast: &Ast, pattern: &str, case_insensitive: bool) -> Option<Divergence> 
                     );
                 }
             }
-            walk(&rep.ast, pattern, case_insensitive)
+            None
         }
         Ast::Assertion(a) => {
             let written = text(pattern, a.span.start.offset, a.span.end.offset);
@@ -120,19 +158,9 @@ fn walk(ast: &Ast, pattern: &str, case_insensitive: bool) -> Option<Divergence> 
                 _ => None,
             }
         }
-        Ast::ClassBracketed(class) => class_set(&class.kind, pattern, case_insensitive),
         Ast::Literal(lit) if case_insensitive && !lit.c.is_ascii() => {
             non_ascii_folded(lit.span.start.offset, lit.c)
         }
-        Ast::Group(g) => walk(&g.ast, pattern, case_insensitive),
-        Ast::Alternation(alt) => alt
-            .asts
-            .iter()
-            .find_map(|a| walk(a, pattern, case_insensitive)),
-        Ast::Concat(cat) => cat
-            .asts
-            .iter()
-            .find_map(|a| walk(a, pattern, case_insensitive)),
         _ => None,
     }
 }

@@ -25,6 +25,35 @@ pub trait PatternLanguage: 'static {
 
     /// Regex source that matches exactly the whole tag names `pattern` matches.
     fn full_match_source(pattern: &str) -> Result<String, String>;
+
+    /// Compiles the full-match sources of a policy set within a compile size budget.
+    /// The default builds one `regex::RegexSet`, which matches in linear time.
+    fn compile_set(
+        sources: Vec<String>,
+        size_limit: usize,
+    ) -> Result<Box<dyn CompiledSet>, String> {
+        regex::RegexSetBuilder::new(sources)
+            .size_limit(size_limit)
+            .build()
+            .map(|set| Box::new(set) as Box<dyn CompiledSet>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A compiled policy set: which of its patterns match a tag name in full.
+pub trait CompiledSet {
+    /// Pushes, for each pattern in order, whether it matched `tag`. A pattern whose
+    /// matching ran out of its step budget counts as not matched, and its index is
+    /// also pushed to `exceeded`.
+    fn evaluate(&self, tag: &str, matched: &mut Vec<bool>, exceeded: &mut Vec<usize>);
+}
+
+impl CompiledSet for regex::RegexSet {
+    /// Linear-time matching: no budget to exceed.
+    fn evaluate(&self, tag: &str, matched: &mut Vec<bool>, _exceeded: &mut Vec<usize>) {
+        let found = self.matches(tag);
+        matched.extend((0..self.len()).map(|i| found.matched(i)));
+    }
 }
 
 /// An unsupported construct at byte offset `byte` of `pattern`, positioned in characters.

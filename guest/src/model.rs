@@ -105,6 +105,8 @@ pub struct PolicyMatch {
     pub policy: Policy,
     /// Whether its pattern matched the tag.
     pub pattern_matched: bool,
+    /// Its pattern ran out of matching budget and counted as not matched.
+    pub budget_exceeded: bool,
 }
 
 /// Why a candidate policy is invalid.

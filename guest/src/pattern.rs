@@ -7,6 +7,9 @@ use crate::model::PolicyError;
 /// Longest pattern accepted, in characters after trimming.
 pub const MAX_PATTERN_CHARS: usize = 256;
 
+/// Compile size budget of one pattern (the `regex` default).
+pub const COMPILE_SIZE_LIMIT: usize = 10 << 20;
+
 /// Longest tag name the OCI distribution spec allows.
 pub const MAX_TAG_CHARS: usize = 128;
 
@@ -32,11 +35,12 @@ pub fn checked_syntax<L: PatternLanguage>(raw: &str) -> Result<&str, PolicyError
 /// the trimmed text.
 pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyError> {
     let pattern = checked_syntax::<L>(raw)?;
-    compile_full::<L>(pattern).map_err(PolicyError::InvalidPattern)?;
+    let source = L::full_match_source(pattern).map_err(PolicyError::InvalidPattern)?;
+    L::compile_set(vec![source], COMPILE_SIZE_LIMIT).map_err(PolicyError::InvalidPattern)?;
     Ok(pattern.to_string())
 }
 
-/// Compiles one pattern of dialect `L` with full-match semantics.
+/// Compiles one pattern of a `regex`-based dialect `L` with full-match semantics.
 pub fn compile_full<L: PatternLanguage>(pattern: &str) -> Result<regex::Regex, String> {
     let source = L::full_match_source(pattern)?;
     regex::Regex::new(&source).map_err(|e| e.to_string())
