@@ -179,9 +179,9 @@ fn class_set(set: &ClassSet, pattern: &str, case_insensitive: bool) -> Option<Di
     match set {
         ClassSet::BinaryOp(op) => {
             let (written, meaning) = match op.kind {
-                ClassSetBinaryOpKind::Intersection => ("&&", "intersection"),
-                ClassSetBinaryOpKind::Difference => ("--", "difference"),
-                ClassSetBinaryOpKind::SymmetricDifference => ("~~", "symmetric difference"),
+                ClassSetBinaryOpKind::Intersection => ("&&", "an intersection"),
+                ClassSetBinaryOpKind::Difference => ("--", "a difference"),
+                ClassSetBinaryOpKind::SymmetricDifference => ("~~", "a symmetric difference"),
             };
             // The operator sits between its operands.
             let offset = pattern[op.lhs.span().end.offset..]
@@ -190,17 +190,17 @@ fn class_set(set: &ClassSet, pattern: &str, case_insensitive: bool) -> Option<Di
             at(
                 offset,
                 format!(
-                    "class set operation `{written}` (a {meaning} here; in Quay's Python \
-                     `regex` it is two plain `{}` characters of the class)",
+                    "class set operation `{written}` ({meaning} here; in Quay's Python \
+                     `regex` two plain `{}` characters of the class)",
                     &written[..1]
                 ),
             )
         }
-        ClassSet::Item(item) => class_item(item, pattern, case_insensitive),
+        ClassSet::Item(item) => class_item(item, case_insensitive),
     }
 }
 
-fn class_item(item: &ClassSetItem, pattern: &str, case_insensitive: bool) -> Option<Divergence> {
+fn class_item(item: &ClassSetItem, case_insensitive: bool) -> Option<Divergence> {
     match item {
         ClassSetItem::Bracketed(inner) => at(
             inner.span.start.offset,
@@ -211,7 +211,7 @@ fn class_item(item: &ClassSetItem, pattern: &str, case_insensitive: bool) -> Opt
         ClassSetItem::Union(union) => union
             .items
             .iter()
-            .find_map(|i| class_item(i, pattern, case_insensitive)),
+            .find_map(|i| class_item(i, case_insensitive)),
         ClassSetItem::Literal(lit) if case_insensitive && !lit.c.is_ascii() => {
             non_ascii_folded(lit.span.start.offset, lit.c)
         }
