@@ -8,8 +8,11 @@
 //! the machine's load.
 //!
 //! Refused, because Quay would read them differently: class set operations
-//! (`&&`, `--`, `~~` inside a class), nested classes, and the verbose flag
-//! `x` (its comments would swallow the full-match wrapper). Not ReDoS-immune:
+//! (`&&`, `--`, `~~` inside a class), nested classes, `\<`, `\>`, `\b{...}`,
+//! `\h`, counted repetitions with spaces, non-ASCII characters under
+//! case-insensitive matching, and the verbose flag `x` (its comments would
+//! swallow the full-match wrapper). `tests/python_regex.rs` holds the rest to
+//! Python's answers. Not ReDoS-immune:
 //! a pattern with look-around or backreferences can take exponential time,
 //! and the budget is what bounds it.
 
@@ -96,10 +99,80 @@ impl CompiledSet for BudgetedSet {
     }
 }
 
+/// What an escape means in Quay when fancy-regex reads it otherwise.
+fn escape_divergence(pattern: &str, at: usize) -> Option<String> {
+    let rest = &pattern[at..];
+    if rest.starts_with("\\<") || rest.starts_with("\\>") {
+        return Some(format!(
+            "word-boundary assertion `{}` (in Quay's Python `regex` it is a literal `{}`)",
+            &rest[..2],
+            &rest[1..2]
+        ));
+    }
+    if rest.starts_with("\\b{") {
+        return Some(
+            "word-boundary assertion `\\b{...}` (Quay's Python `regex` has no such assertion \
+             and refuses it)"
+                .into(),
+        );
+    }
+    if rest.starts_with("\\h") || rest.starts_with("\\H") {
+        return Some(format!(
+            "escape `{}` (a hex digit here; in Quay's Python `regex` `\\h` is horizontal white \
+             space and `\\H` is refused)",
+            &rest[..2]
+        ));
+    }
+    None
+}
+
+/// A counted repetition with spaces, such as `{ 1 }`, at `at` (a `{`): literal text in
+/// Quay's Python `regex`.
+fn spaced_repetition(pattern: &str, at: usize) -> Option<String> {
+    let body = pattern[at + 1..].split('}').next()?;
+    let counted = body
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ',' || c == ' ');
+    (pattern[at + 1..].contains('}')
+        && counted
+        && body.contains(' ')
+        && body.chars().any(|c| c.is_ascii_digit()))
+    .then(|| {
+        format!(
+            "counted repetition with spaces `{{{body}}}` (in Quay's Python `regex` it is literal \
+             text, not a repetition)"
+        )
+    })
+}
+
+/// Whether a flag group turns case-insensitive matching on anywhere in `pattern`.
+fn sets_case_insensitive(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(i, _)| {
+        let flags: String = pattern[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic() || *c == '-')
+            .collect();
+        flags.split('-').next().unwrap_or("").contains('i')
+    })
+}
+
 /// The first construct Quay reads differently, with its byte offset: class set
-/// operations and nested classes (plain characters in Python's `regex`), and the
+/// operations and nested classes (plain characters in Python's `regex`), escapes
+/// fancy-regex reads otherwise (`\<`, `\>`, `\b{...}`, `\h`), counted repetitions
+/// with spaces, non-ASCII characters under case-insensitive matching, and the
 /// verbose flag.
 pub fn refused(pattern: &str) -> Option<(String, usize)> {
+    if sets_case_insensitive(pattern)
+        && let Some((at, c)) = pattern.char_indices().find(|(_, c)| !c.is_ascii())
+    {
+        return Some((
+            format!(
+                "non-ASCII character `{c}` under case-insensitive matching (Quay's Python \
+                 `regex` folds case by other rules)"
+            ),
+            at,
+        ));
+    }
     let bytes = pattern.as_bytes();
     let mut i = 0;
     let mut in_class = false;
@@ -107,8 +180,17 @@ pub fn refused(pattern: &str) -> Option<(String, usize)> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'\\' {
-            i += 2;
+            if let Some(construct) = escape_divergence(pattern, i) {
+                return Some((construct, i));
+            }
+            i += 1 + pattern[i + 1..].chars().next().map_or(1, char::len_utf8);
             continue;
+        }
+        if !in_class
+            && b == b'{'
+            && let Some(construct) = spaced_repetition(pattern, i)
+        {
+            return Some((construct, i));
         }
         if in_class {
             let first = i == class_start;

@@ -62,6 +62,10 @@ fn refuses_what_quay_reads_differently_naming_it() {
         ("[a-z~~b]", "class set operation `~~`"),
         ("\\<v1", "word-boundary assertion"),
         ("a{ 1 }", "counted repetition with spaces"),
+        ("(?=a)a{1, 2}", "counted repetition with spaces"),
+        ("(?=v)\\<v1", "word-boundary assertion `\\<`"),
+        ("(?!x)\\h", "escape `\\h`"),
+        ("(?=k)(?i)\u{212A}", "non-ASCII character"),
     ] {
         match validate_pattern::<QuayLanguage>(pattern) {
             Err(PolicyError::UnsupportedConstruct { construct, .. }) => {
