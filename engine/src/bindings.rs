@@ -47,7 +47,7 @@ impl PolicyError {
             }
             PolicyError::InvalidPattern(msg) => format!("tag-pattern: does not compile: {msg}"),
             PolicyError::UnsupportedConstruct(c) => format!(
-                "tag-pattern: {} at position {} is not supported (linear-time dialect)",
+                "tag-pattern: {} at position {} is not supported",
                 c.construct, c.position
             ),
             PolicyError::DuplicatePattern(uuid) => {

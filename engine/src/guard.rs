@@ -11,11 +11,22 @@ use crate::host::CallState;
 use serde_json::Value;
 use std::collections::HashSet;
 
+/// Whether a record names this tag, in its typed fields and its metadata (Quay's
+/// `tag`, and `repo` and `namespace` where it states them).
 fn names(e: &AuditEntry, namespace: &str, repository: &str, tag: &str) -> bool {
     e.namespace == namespace
         && e.repository.as_deref() == Some(repository)
         && e.tag.as_deref() == Some(tag)
         && e.meta_str("tag") == Some(tag)
+        && states(e, "repo", repository)
+        && states(e, "namespace", namespace)
+}
+
+/// Whether the record's metadata, where it has `key`, says the string `value`.
+fn states(e: &AuditEntry, key: &str, value: &str) -> bool {
+    e.metadata
+        .get(key)
+        .is_none_or(|v| v.as_str() == Some(value))
 }
 
 fn of_kind(staged: &[AuditEntry], kind: RecordKind) -> usize {
@@ -27,20 +38,27 @@ fn meta_bool(e: &AuditEntry, key: &str) -> Option<bool> {
 }
 
 /// Whether a record names `policy` truly: its `policy_uuid`, and, where the record
-/// states them, the policy's pattern, polarity and scope. A record that names the
-/// right uuid with another pattern would mislead whoever reads it.
+/// states them, the policy's pattern (`policy_pattern`, Quay's `tag_pattern`),
+/// polarity (`policy_pattern_matches`, `tag_pattern_matches`), scope, namespace and,
+/// for a repository policy, repository (`repo`). A record that names the right uuid
+/// with another pattern would mislead whoever reads it.
 pub fn names_policy(e: &AuditEntry, policy: &Policy) -> bool {
-    let states_str = |key: &str, value: &str| {
+    let states_bool = |key: &str, value: bool| {
         e.metadata
             .get(key)
-            .is_none_or(|v| v.as_str() == Some(value))
+            .is_none_or(|v| v.as_bool() == Some(value))
     };
     e.meta_str("policy_uuid") == Some(policy.uuid.as_str())
-        && states_str("policy_pattern", &policy.tag_pattern)
-        && e.metadata
-            .get("policy_pattern_matches")
-            .is_none_or(|v| v.as_bool() == Some(policy.tag_pattern_matches))
-        && states_str("policy_scope", policy.scope.as_str())
+        && states(e, "policy_pattern", &policy.tag_pattern)
+        && states(e, "tag_pattern", &policy.tag_pattern)
+        && states_bool("policy_pattern_matches", policy.tag_pattern_matches)
+        && states_bool("tag_pattern_matches", policy.tag_pattern_matches)
+        && states(e, "policy_scope", policy.scope.as_str())
+        && states(e, "namespace", &policy.namespace)
+        && policy
+            .repository
+            .as_deref()
+            .is_none_or(|r| states(e, "repo", r))
 }
 
 /// Whether a record's `manifest_digest`, where it states one, is `digest`.

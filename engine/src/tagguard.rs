@@ -526,7 +526,10 @@ fn host_run_summary(
     state: &CallState,
     cause: &EngineError,
 ) -> AuditEntry {
-    let metadata = object(json!({
+    let mut metadata = object(json!({
+        "namespace": policy.namespace,
+        "tag_pattern": policy.tag_pattern,
+        "tag_pattern_matches": policy.tag_pattern_matches,
         "run_id": options.run_id,
         "trigger": decide::trigger_name(trigger),
         "count": state.marked,
@@ -547,6 +550,9 @@ fn host_run_summary(
         "policy_pattern_matches": policy.tag_pattern_matches,
         "policy_scope": policy.scope.as_str(),
     }));
+    if let Some(repo) = &policy.repository {
+        metadata.insert("repo".into(), json!(repo));
+    }
     AuditEntry::by_host(
         RecordKind::TagsMadeImmutableByPolicy.as_str(),
         &policy.namespace,

@@ -31,6 +31,7 @@ fn every_built_plugin_is_copied_to_the_target_dir() {
     for expected in [
         "tagguard_guest.wasm",
         "glob_policy.wasm",
+        "quay_compat.wasm",
         "missing_record_plugin.wasm",
         "hostile_plugin_liar.wasm",
     ] {

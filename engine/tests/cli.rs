@@ -79,7 +79,14 @@ fn help_describes_the_tagguard_binary() {
         !help.contains("The wasmtime host a registry embeds"),
         "{help}"
     );
-    for command in ["validate", "preview", "check", "plugins", "verify-log"] {
+    for command in [
+        "validate",
+        "preview",
+        "check",
+        "check-policies",
+        "plugins",
+        "verify-log",
+    ] {
         assert!(help.contains(command), "{command}: {help}");
     }
 }
@@ -114,6 +121,101 @@ fn validate_prints_the_stored_pattern_or_names_the_problem() {
         "team/app",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn explain_names_the_constructs_quay_reads_differently() {
+    fails_with(
+        &tagguard(&["explain", "x", "--pattern", "a++a"]),
+        "possessive quantifier `++`",
+    );
+    fails_with(
+        &tagguard(&["explain", "x", "--pattern", "a++a"]),
+        "Quay's Python `regex`",
+    );
+    fails_with(
+        &tagguard(&["explain", "x", "--pattern", "[a-z&&b]"]),
+        "class set operation `&&` (an intersection here; in Quay's Python `regex` two plain `&` characters of the class) at position 4",
+    );
+}
+
+#[test]
+fn check_policies_says_for_each_quay_policy_which_plugin_accepts_it() {
+    let listed = write(
+        "quay-policies.json",
+        r#"{"policies": [
+            {"uuid": "semver", "tagPattern": "^v[0-9]+\\.[0-9]+\\.[0-9]+$", "tagPatternMatches": true},
+            {"uuid": "no-rc", "tagPattern": "v(?!.*-rc).*", "tagPatternMatches": true},
+            {"uuid": "possessive", "tagPattern": "a++a"},
+            {"uuid": "not-dev", "tagPattern": "^dev-.*$", "tagPatternMatches": false},
+            {"uuid": "set-op", "tagPattern": "[a-z&&b]"},
+            {"uuid": "broken", "tagPattern": "[invalid"},
+            {"uuid": "empty"}
+        ]}"#,
+    );
+    let o = tagguard(&["check-policies", listed.path()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = |uuid: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{uuid} ")) || l.starts_with(&format!("{uuid}:")))
+            .unwrap_or_else(|| panic!("no line for {uuid}: {out}"))
+            .to_string()
+    };
+    assert!(line("semver").ends_with(": accepted as is"), "{out}");
+    assert!(
+        line("not-dev").contains("\"!^dev-.*$\": accepted as is"),
+        "{out}"
+    );
+    let no_rc = line("no-rc");
+    assert!(
+        no_rc.contains("accepted by quay-compat only (") && no_rc.contains("look-around"),
+        "{no_rc}"
+    );
+    let possessive = line("possessive");
+    assert!(
+        possessive.contains("accepted by quay-compat only (")
+            && possessive.contains("possessive quantifier"),
+        "{possessive}"
+    );
+    let set_op = line("set-op");
+    assert!(
+        set_op.contains("rejected: ")
+            && set_op.contains("quay-compat: ")
+            && set_op.contains("class set operation `&&`"),
+        "{set_op}"
+    );
+    assert!(
+        line("broken").contains("rejected: ") && line("broken").contains("does not compile"),
+        "{out}"
+    );
+    assert!(
+        line("empty").ends_with("rejected: tagPattern: missing"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("7 policies: 2 accepted as is, 2 by quay-compat only, 3 rejected\n"),
+        "{out}"
+    );
+
+    // A bare list, every policy accepted: exit 0.
+    let bare = write(
+        "quay-bare.json",
+        r#"[{"uuid": "a", "tagPattern": "latest"}]"#,
+    );
+    let o = tagguard(&["check-policies", bare.path()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "a \"latest\": accepted as is\n1 policies: 1 accepted as is, 0 by quay-compat only, 0 rejected\n"
+    );
+    fails_with(
+        &tagguard(&[
+            "check-policies",
+            write("quay-bad.json", r#"{"items": []}"#).path(),
+        ]),
+        "expected {\"policies\": [...]} or a list of policies",
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! default plugin invokes with the regex dialect when the `component`
 //! feature is on, and other plugin crates invoke with their own dialect.
 
+pub mod fidelity;
 pub mod language;
 pub mod matcher;
 pub mod memory_host;

@@ -5,10 +5,9 @@
 //! plugin matches a tag once however many policies are in scope. The
 //! pattern dialect `L` only decides how each pattern becomes regex source.
 
-use crate::language::{PatternLanguage, RegexLanguage};
+use crate::language::{CompiledSet, PatternLanguage, RegexLanguage};
 use crate::model::{Policy, PolicyError, PolicyMatch};
-use crate::pattern::{checked_syntax, validate_pattern};
-use regex::{RegexSet, RegexSetBuilder};
+use crate::pattern::{COMPILE_SIZE_LIMIT, checked_syntax, validate_pattern};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::marker::PhantomData;
@@ -16,12 +15,19 @@ use std::marker::PhantomData;
 /// How many compiled policy sets an instance keeps.
 pub const SET_CACHE_CAPACITY: usize = 128;
 
-/// Compile size budget per pattern in a set (the `regex` default for one pattern).
-const SIZE_LIMIT_PER_PATTERN: usize = 10 << 20;
-
 struct Compiled {
     patterns: Vec<String>,
-    set: RegexSet,
+    set: Box<dyn CompiledSet>,
+}
+
+/// A policy that fires for a tag: its index, and whether its pattern ran out of
+/// its matching budget (and so counted as not matched).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Firing {
+    /// Index of the policy in the set.
+    pub index: usize,
+    /// The pattern's matching ran out of budget; the policy fires by inversion.
+    pub budget_exceeded: bool,
 }
 
 /// A bounded cache of compiled policy sets of dialect `L`, evicting the oldest entry first.
@@ -81,7 +87,7 @@ impl<L: PatternLanguage> Matcher<L> {
     /// The compiled set for `policies`. Each pattern is checked and trimmed exactly as
     /// `validate-policy` does, so a bad pattern fails with the same error, naming the
     /// pattern as written, and a padded pattern matches as the stored one does.
-    fn set_for(&mut self, policies: &[Policy]) -> Result<&RegexSet, PolicyError> {
+    fn set_for(&mut self, policies: &[Policy]) -> Result<&dyn CompiledSet, PolicyError> {
         let key = key_of(policies);
         let hit = self
             .sets
@@ -95,17 +101,15 @@ impl<L: PatternLanguage> Matcher<L> {
                     L::full_match_source(trimmed).map_err(PolicyError::InvalidPattern)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let set = RegexSetBuilder::new(sources)
-                .size_limit(SIZE_LIMIT_PER_PATTERN.saturating_mul(policies.len().max(1)))
-                .build()
-                .map_err(|e| {
-                    // Name the pattern that fails as validation would; the set's own
-                    // error only if each compiles alone.
-                    policies
-                        .iter()
-                        .find_map(|p| validate_pattern::<L>(&p.tag_pattern).err())
-                        .unwrap_or_else(|| PolicyError::InvalidPattern(e.to_string()))
-                })?;
+            let limit = COMPILE_SIZE_LIMIT.saturating_mul(policies.len().max(1));
+            let set = L::compile_set(sources, limit).map_err(|e| {
+                // Name the pattern that fails as validation would; the set's own
+                // error only if each compiles alone.
+                policies
+                    .iter()
+                    .find_map(|p| validate_pattern::<L>(&p.tag_pattern).err())
+                    .unwrap_or(PolicyError::InvalidPattern(e))
+            })?;
             self.compiles += 1;
             if self.sets.remove(&key).is_none() {
                 if self.order.len() >= SET_CACHE_CAPACITY
@@ -118,12 +122,34 @@ impl<L: PatternLanguage> Matcher<L> {
             let patterns = policies.iter().map(|p| p.tag_pattern.clone()).collect();
             self.sets.insert(key, Compiled { patterns, set });
         }
-        Ok(&self.sets[&key].set)
+        Ok(self.sets[&key].set.as_ref())
     }
 
     /// Compiles the set for `policies` now (a cache hit if it is already there).
     pub fn prepare(&mut self, policies: &[Policy]) -> Result<(), PolicyError> {
         self.set_for(policies).map(|_| ())
+    }
+
+    /// The policies that fire for `tag`, in policy order. A pattern that ran out of
+    /// its matching budget counts as not matched, and the policy's polarity is applied
+    /// afterwards, as Quay treats a match that times out.
+    pub fn firing(&mut self, tag: &str, policies: &[Policy]) -> Result<Vec<Firing>, PolicyError> {
+        if policies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut matched = Vec::with_capacity(policies.len());
+        let mut exceeded = Vec::new();
+        self.set_for(policies)?
+            .evaluate(tag, &mut matched, &mut exceeded);
+        Ok(policies
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| matched.get(*i).copied().unwrap_or(false) == p.tag_pattern_matches)
+            .map(|(index, _)| Firing {
+                index,
+                budget_exceeded: exceeded.contains(&index),
+            })
+            .collect())
     }
 
     /// Indices of the policies that fire for `tag`, in policy order.
@@ -132,15 +158,10 @@ impl<L: PatternLanguage> Matcher<L> {
         tag: &str,
         policies: &[Policy],
     ) -> Result<Vec<usize>, PolicyError> {
-        if policies.is_empty() {
-            return Ok(Vec::new());
-        }
-        let matched = self.set_for(policies)?.matches(tag);
-        Ok(policies
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| matched.matched(*i) == p.tag_pattern_matches)
-            .map(|(i, _)| i)
+        Ok(self
+            .firing(tag, policies)?
+            .into_iter()
+            .map(|f| f.index)
             .collect())
     }
 
@@ -156,11 +177,12 @@ impl<L: PatternLanguage> Matcher<L> {
         policies: &[Policy],
     ) -> Result<Vec<PolicyMatch>, PolicyError> {
         Ok(self
-            .firing_indices(tag, policies)?
+            .firing(tag, policies)?
             .into_iter()
-            .map(|i| PolicyMatch {
-                policy: policies[i].clone(),
-                pattern_matched: policies[i].tag_pattern_matches,
+            .map(|f| PolicyMatch {
+                policy: policies[f.index].clone(),
+                pattern_matched: policies[f.index].tag_pattern_matches,
+                budget_exceeded: f.budget_exceeded,
             })
             .collect())
     }

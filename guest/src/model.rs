@@ -105,6 +105,8 @@ pub struct PolicyMatch {
     pub policy: Policy,
     /// Whether its pattern matched the tag.
     pub pattern_matched: bool,
+    /// Its pattern ran out of matching budget and counted as not matched.
+    pub budget_exceeded: bool,
 }
 
 /// Why a candidate policy is invalid.
@@ -116,9 +118,10 @@ pub enum PolicyError {
     PatternTooLong(u32),
     /// `tag_pattern` does not compile.
     InvalidPattern(String),
-    /// Look-around or backreference at a character position.
+    /// A construct the dialect refuses (look-around, a backreference, or one Quay
+    /// reads differently, with what it means there) at a character position.
     UnsupportedConstruct {
-        /// `look-around` or `backreference`.
+        /// `look-around`, `backreference`, or the construct and its meaning in Quay.
         construct: String,
         /// Zero-based character offset in the trimmed pattern.
         position: u32,
@@ -325,7 +328,7 @@ impl std::fmt::Display for PolicyError {
                 position,
             } => write!(
                 f,
-                "tag-pattern: {construct} at position {position} is not supported (linear-time dialect)"
+                "tag-pattern: {construct} at position {position} is not supported"
             ),
             PolicyError::DuplicatePattern(uuid) => {
                 write!(f, "tag-pattern: duplicates policy {uuid} in the same scope")

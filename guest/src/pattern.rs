@@ -7,6 +7,9 @@ use crate::model::PolicyError;
 /// Longest pattern accepted, in characters after trimming.
 pub const MAX_PATTERN_CHARS: usize = 256;
 
+/// Compile size budget of one pattern (the `regex` default).
+pub const COMPILE_SIZE_LIMIT: usize = 10 << 20;
+
 /// Longest tag name the OCI distribution spec allows.
 pub const MAX_TAG_CHARS: usize = 128;
 
@@ -32,11 +35,12 @@ pub fn checked_syntax<L: PatternLanguage>(raw: &str) -> Result<&str, PolicyError
 /// the trimmed text.
 pub fn validate_pattern<L: PatternLanguage>(raw: &str) -> Result<String, PolicyError> {
     let pattern = checked_syntax::<L>(raw)?;
-    compile_full::<L>(pattern).map_err(PolicyError::InvalidPattern)?;
+    let source = L::full_match_source(pattern).map_err(PolicyError::InvalidPattern)?;
+    L::compile_set(vec![source], COMPILE_SIZE_LIMIT).map_err(PolicyError::InvalidPattern)?;
     Ok(pattern.to_string())
 }
 
-/// Compiles one pattern of dialect `L` with full-match semantics.
+/// Compiles one pattern of a `regex`-based dialect `L` with full-match semantics.
 pub fn compile_full<L: PatternLanguage>(pattern: &str) -> Result<regex::Regex, String> {
     let source = L::full_match_source(pattern)?;
     regex::Regex::new(&source).map_err(|e| e.to_string())
@@ -147,6 +151,102 @@ mod tests {
                 position: 4
             })
         );
+    }
+
+    /// The construct named in the error for `pattern`, and its position.
+    fn refused(pattern: &str) -> (String, u32) {
+        match validate_pattern(pattern) {
+            Err(PolicyError::UnsupportedConstruct {
+                construct,
+                position,
+            }) => (construct, position),
+            other => panic!("{pattern:?}: expected an unsupported construct, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_possessive_quantifiers_and_says_what_they_mean_in_quay() {
+        for (pattern, written, position) in [
+            ("a++a", "++", 1),
+            ("a*+", "*+", 1),
+            ("xa?+", "?+", 2),
+            ("a{2}+", "{2}+", 1),
+        ] {
+            let (construct, at) = refused(pattern);
+            assert!(
+                construct.starts_with(&format!("possessive quantifier `{written}`")),
+                "{construct}"
+            );
+            assert!(construct.contains("Quay's Python `regex`"), "{construct}");
+            assert_eq!(at, position, "{pattern}");
+        }
+        let (construct, _) = refused("a+*");
+        assert!(
+            construct.starts_with("stacked quantifier `+*`"),
+            "{construct}"
+        );
+    }
+
+    #[test]
+    fn names_class_set_operations_and_nested_classes() {
+        for (pattern, op, position) in [
+            ("[a-z&&b]", "&&", 4),
+            ("[a-z--b]", "--", 4),
+            ("x[a~~b]", "~~", 3),
+        ] {
+            let (construct, at) = refused(pattern);
+            assert!(
+                construct.starts_with(&format!("class set operation `{op}`")),
+                "{construct}"
+            );
+            assert!(construct.contains("plain"), "{construct}");
+            assert_eq!(at, position, "{pattern}");
+        }
+        let (construct, at) = refused("[a[b]]");
+        assert!(construct.starts_with("nested class"), "{construct}");
+        assert_eq!(at, 2);
+        assert!(
+            validate_pattern("[[:alpha:]_-]+").is_ok(),
+            "a POSIX class is not nested"
+        );
+    }
+
+    #[test]
+    fn names_the_other_constructs_quay_reads_differently() {
+        assert!(
+            refused("\\<v1")
+                .0
+                .starts_with("word-boundary assertion `\\<`")
+        );
+        assert!(
+            refused("v1\\b{end}")
+                .0
+                .starts_with("word-boundary assertion `\\b{end}`")
+        );
+        assert!(
+            refused("a{ 1 }")
+                .0
+                .starts_with("counted repetition with spaces")
+        );
+        assert!(
+            refused("a{1, 2}")
+                .0
+                .starts_with("counted repetition with spaces")
+        );
+        let (construct, at) = refused("(?i)v\u{130}");
+        assert!(construct.starts_with("non-ASCII character"), "{construct}");
+        assert_eq!(at, 5);
+        assert!(
+            refused("(?i:[\u{100}-\u{200}])")
+                .0
+                .starts_with("non-ASCII character")
+        );
+        // Without case folding a non-ASCII literal matches no tag in either engine.
+        assert!(validate_pattern("v\u{130}").is_ok());
+        // Lazy quantifiers and plain counted repetitions mean the same in both.
+        for ok in ["a+?", "a*?b", "a{2}?", "a{1,2}", "(a+)+", "(?i)v[0-9]+"] {
+            assert!(validate_pattern(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -205,10 +205,15 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         self.matcher.prepare(one).map_err(Error::InvalidPolicy)
     }
 
-    fn fires(&mut self, tag: &str, policy: &Policy) -> Result<bool, Error> {
-        self.matcher
-            .any_fires(tag, std::slice::from_ref(policy))
-            .map_err(Error::InvalidPolicy)
+    /// Whether `policy` fires for `tag`: `None` if not, else whether it fired because its
+    /// pattern ran out of matching budget.
+    fn fires(&mut self, tag: &str, policy: &Policy) -> Result<Option<bool>, Error> {
+        Ok(self
+            .matcher
+            .firing(tag, std::slice::from_ref(policy))
+            .map_err(Error::InvalidPolicy)?
+            .first()
+            .map(|f| f.budget_exceeded))
     }
 
     /// Applies `policy` to existing tags in batches; stages the run summary.
@@ -270,8 +275,8 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             summary.batches += 1;
             let mut firing = Vec::new();
             for tag in tags.iter().filter(|t| !t.immutable) {
-                if self.fires(&tag.name, policy)? {
-                    firing.push(tag);
+                if let Some(exceeded) = self.fires(&tag.name, policy)? {
+                    firing.push((tag, exceeded));
                 }
             }
             if !firing.is_empty() {
@@ -290,10 +295,11 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         Ok(())
     }
 
-    /// Marks `firing` with one record per tag, or one for the batch.
+    /// Marks `firing` (each tag with whether its policy's matching budget ran out) with
+    /// one record per tag, or one for the batch.
     fn mark(
         host: &mut dyn Host,
-        firing: &[&Tag],
+        firing: &[(&Tag, bool)],
         policy: &Policy,
         trigger: RunTrigger,
         options: &RunOptions,
@@ -303,13 +309,14 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             Granularity::PerTag => {
                 let changes = firing
                     .iter()
-                    .map(|tag| TagChange {
+                    .map(|(tag, exceeded)| TagChange {
                         tag_id: tag.id,
-                        record: records::made_immutable_by_run(
+                        record: records::made_immutable_by_run_with(
                             tag,
                             policy,
                             trigger,
                             &options.run_id,
+                            *exceeded,
                         ),
                     })
                     .collect();
@@ -318,7 +325,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             Granularity::PerBatch => {
                 let record =
                     records::batch_made_immutable(firing, policy, trigger, &options.run_id);
-                host.mark_immutable_batch(firing.iter().map(|t| t.id).collect(), record)
+                host.mark_immutable_batch(firing.iter().map(|(t, _)| t.id).collect(), record)
             }
         };
         result.map_err(Error::Store)
@@ -345,7 +352,7 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
             let Some(last) = tags.last() else { break };
             request.after_id = last.id;
             for tag in tags.into_iter().filter(|t| !t.immutable) {
-                if self.fires(&tag.name, policy)? {
+                if self.fires(&tag.name, policy)?.is_some() {
                     preview.count += 1;
                     if preview.sample.len() < sample_limit as usize {
                         preview.sample.push(tag);

@@ -473,3 +473,62 @@ fn per_batch_granularity_writes_one_record_per_batch_listing_every_tag() {
     assert_eq!(meta(summary, "granularity"), "per_batch");
     assert_eq!(meta(summary, "count"), 24);
 }
+
+#[test]
+fn records_carry_the_fields_quays_log_view_renders() {
+    // tag_made_immutable_by_policy on push: tag, repo, namespace, immutable.
+    let mut plugin = PolicyPlugin::new();
+    let mut host = MemoryHost::default();
+    let latest = ns_policy("p-latest", "latest", true);
+    plugin
+        .on_push(&mut host, &push("latest", None, vec![latest]))
+        .unwrap();
+    let r = &host.staged[0];
+    assert_eq!(
+        (
+            meta(r, "tag"),
+            meta(r, "repo"),
+            meta(r, "namespace"),
+            meta(r, "immutable")
+        ),
+        ("latest".into(), "repo".into(), "org".into(), true.into())
+    );
+
+    // A repository policy's run: each tag record, and a summary with namespace,
+    // tag_pattern, tag_pattern_matches, count and repo.
+    let mut host = MemoryHost::with_tags(6, &["a", "b"], |i| format!("r{i}"));
+    let policy = Policy {
+        scope: Scope::Repository,
+        repository: Some("a".into()),
+        ..ns_policy("p", "r[0-9]", true)
+    };
+    host.scoped_to(&policy);
+    let s = run(&mut plugin, &mut host, &policy, 2).unwrap();
+    assert!(s.count > 0);
+    for r in &host.committed {
+        assert_eq!(meta(r, "repo"), "a");
+        assert_eq!(meta(r, "namespace"), "org");
+        assert_eq!(meta(r, "tag"), r.tag.clone().unwrap().as_str());
+        assert_eq!(meta(r, "immutable"), true);
+    }
+    let summary = host.staged.last().unwrap();
+    assert_eq!(summary.kind, RecordKind::TagsMadeImmutableByPolicy);
+    for (k, v) in [
+        ("namespace", Value::from("org")),
+        ("repo", "a".into()),
+        ("tag_pattern", "r[0-9]".into()),
+        ("tag_pattern_matches", true.into()),
+        ("count", s.count.into()),
+    ] {
+        assert_eq!(meta(summary, k), v, "{k}");
+    }
+
+    // A namespace policy's summary names no repository.
+    let mut host = MemoryHost::with_tags(3, &["a"], |i| format!("r{i}"));
+    let policy = ns_policy("q", "r.*", false);
+    host.scoped_to(&policy);
+    run(&mut plugin, &mut host, &policy, 10).unwrap();
+    let summary = host.staged.last().unwrap();
+    assert_eq!(meta(summary, "tag_pattern_matches"), false);
+    assert!(summary.metadata().get("repo").is_none());
+}

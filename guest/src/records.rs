@@ -11,6 +11,9 @@ use serde_json::{Map, Value, json};
 #[derive(Serialize)]
 struct TagMade<'a> {
     tag: &'a str,
+    /// Quay's name for the repository in this record's metadata.
+    repo: &'a str,
+    namespace: &'a str,
     manifest_digest: &'a str,
     previous_immutable: bool,
     immutable: bool,
@@ -27,6 +30,9 @@ struct TagMade<'a> {
     policy_pattern_matches: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_scope: Option<&'static str>,
+    /// Policies whose pattern ran out of its matching budget (counted as not matched).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    match_budget_exceeded: Vec<&'a str>,
 }
 
 impl<'a> TagMade<'a> {
@@ -90,6 +96,8 @@ pub fn made_immutable_on_push(
 ) -> AuditRecord {
     let meta = TagMade {
         tag,
+        repo: repository,
+        namespace,
         manifest_digest: digest,
         previous_immutable,
         immutable: true,
@@ -101,6 +109,7 @@ pub fn made_immutable_on_push(
         policy_pattern: None,
         policy_pattern_matches: None,
         policy_scope: None,
+        match_budget_exceeded: budget_exceeded(matched),
     }
     .caused_by(matched.first().map(|m| &m.policy));
     AuditRecord {
@@ -112,6 +121,15 @@ pub fn made_immutable_on_push(
     }
 }
 
+/// The uuids of the matches whose pattern ran out of its matching budget.
+fn budget_exceeded(matched: &[PolicyMatch]) -> Vec<&str> {
+    matched
+        .iter()
+        .filter(|m| m.budget_exceeded)
+        .map(|m| m.policy.uuid.as_str())
+        .collect()
+}
+
 /// `tag_made_immutable_by_policy` for a tag marked by a retroactive run.
 pub fn made_immutable_by_run(
     tag: &Tag,
@@ -119,8 +137,22 @@ pub fn made_immutable_by_run(
     trigger: &str,
     run_id: &str,
 ) -> AuditRecord {
+    made_immutable_by_run_with(tag, policy, trigger, run_id, false)
+}
+
+/// As [`made_immutable_by_run`]; `budget_exceeded` says the policy fired because its
+/// pattern ran out of matching budget and counted as not matched.
+pub fn made_immutable_by_run_with(
+    tag: &Tag,
+    policy: &Policy,
+    trigger: &str,
+    run_id: &str,
+    budget_exceeded: bool,
+) -> AuditRecord {
     let meta = TagMade {
         tag: &tag.name,
+        repo: &tag.repository,
+        namespace: &tag.namespace,
         manifest_digest: &tag.manifest_digest,
         previous_immutable: false,
         immutable: true,
@@ -132,6 +164,11 @@ pub fn made_immutable_by_run(
         policy_pattern: None,
         policy_pattern_matches: None,
         policy_scope: None,
+        match_budget_exceeded: if budget_exceeded {
+            vec![policy.uuid.as_str()]
+        } else {
+            Vec::new()
+        },
     }
     .caused_by(Some(policy));
     AuditRecord {
@@ -144,18 +181,26 @@ pub fn made_immutable_by_run(
 }
 
 /// `tag_made_immutable_by_policy` for a whole batch of a retroactive run: one record
-/// that lists every tag by repository and name (per-batch granularity).
+/// that lists every tag by repository and name (per-batch granularity). A tag for
+/// which the policy fired because its pattern ran out of matching budget says so.
 pub fn batch_made_immutable(
-    tags: &[&Tag],
+    tags: &[(&Tag, bool)],
     policy: &Policy,
     trigger: &str,
     run_id: &str,
 ) -> AuditRecord {
     let listed: Vec<Value> = tags
         .iter()
-        .map(|t| json!({ "repository": t.repository, "tag": t.name, "manifest_digest": t.manifest_digest }))
+        .map(|(t, exceeded)| {
+            let mut entry = object(json!({ "repository": t.repository, "tag": t.name, "manifest_digest": t.manifest_digest }));
+            if *exceeded {
+                entry.insert("match_budget_exceeded".into(), json!(true));
+            }
+            Value::Object(entry)
+        })
         .collect();
     let mut meta = object(json!({
+        "namespace": policy.namespace,
         "tags": listed,
         "count": tags.len(),
         "previous_immutable": false,
@@ -166,6 +211,9 @@ pub fn batch_made_immutable(
         "granularity": "per_batch",
         "matched_policies": [policy.uuid],
     }));
+    if let Some(repo) = &policy.repository {
+        meta.insert("repo".into(), json!(repo));
+    }
     cause_fields(&mut meta, policy);
     AuditRecord {
         kind: RecordKind::TagMadeImmutableByPolicy,
@@ -199,6 +247,9 @@ pub struct RunProgress<'a> {
 pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
     let status = "completed";
     let mut meta = object(json!({
+        "namespace": policy.namespace,
+        "tag_pattern": policy.tag_pattern,
+        "tag_pattern_matches": policy.tag_pattern_matches,
         "run_id": progress.run_id,
         "trigger": progress.trigger,
         "count": progress.count,
@@ -210,6 +261,9 @@ pub fn run_summary(policy: &Policy, progress: &RunProgress<'_>) -> AuditRecord {
         "status": status,
         "outcome": status,
     }));
+    if let Some(repo) = &policy.repository {
+        meta.insert("repo".into(), json!(repo));
+    }
     cause_fields(&mut meta, policy);
     AuditRecord {
         kind: RecordKind::TagsMadeImmutableByPolicy,
@@ -298,6 +352,10 @@ pub fn denied(
     }));
     if let Some(d) = attempted_digest {
         meta.insert("attempted_manifest_digest".into(), json!(d));
+    }
+    let exceeded = budget_exceeded(keeping);
+    if !exceeded.is_empty() {
+        meta.insert("match_budget_exceeded".into(), json!(exceeded));
     }
     AuditRecord {
         kind: RecordKind::TagImmutabilityDenied,

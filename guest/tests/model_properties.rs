@@ -220,6 +220,7 @@ fn model_explain<'a>(
         .map(|p| PolicyMatch {
             policy: p.policy.clone(),
             pattern_matched: p.policy.tag_pattern_matches,
+            budget_exceeded: false,
         })
         .collect()
 }

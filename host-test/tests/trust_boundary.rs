@@ -359,6 +359,7 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
         ("a", "wrong-cause"),
         ("b", "phantom"),
         ("c", "wrong-pattern"),
+        ("d", "wrong-repo"),
     ] {
         reg.create_policy(&user("admin"), &NewPolicy::namespace(uuid, "org", tag))
             .unwrap();
@@ -368,6 +369,7 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
         ("wrong-cause", "not-a-policy"),
         ("phantom", "phantom"),
         ("wrong-pattern", "misstates its pattern"),
+        ("wrong-repo", "does not name org/app:wrong-repo"),
     ] {
         let err = engine_error(
             reg.push(&user("ci"), "org", "app", tag, "sha256:p")

@@ -96,6 +96,18 @@ enum Command {
         /// The plugin component.
         plugin: PathBuf,
     },
+    /// Check the policies of a Quay registry before moving them: for each, whether the
+    /// plugin accepts it as is, only the quay-compat plugin does, or neither (and why).
+    /// Exit 1 if any policy is rejected.
+    CheckPolicies {
+        /// JSON as Quay's REST API lists policies: `{"policies": [{"uuid", "tagPattern",
+        /// "tagPatternMatches"}, ...]}`, or the bare list.
+        file: PathBuf,
+        /// The Quay-compatible plugin to try what the plugin refuses (default: the one
+        /// the build made, quay-compat).
+        #[arg(long)]
+        compat: Option<PathBuf>,
+    },
     /// List the plugins the build made, with their paths and digests.
     Plugins,
     /// Verify the hash chain of an exported log (JSON lines, as the scenario runner's
@@ -177,6 +189,59 @@ fn scenario_tags(path: &Path) -> Result<Vec<(String, String, String)>> {
         );
     }
     Ok(tags)
+}
+
+/// One policy as Quay's REST API lists it.
+struct QuayPolicy {
+    uuid: String,
+    pattern: Option<String>,
+    matches: bool,
+}
+
+/// The policies of a file as Quay's REST API lists them (`{"policies": [...]}` or the
+/// bare list); an entry without a uuid is named by its position.
+fn quay_policies(path: &Path) -> Result<Vec<QuayPolicy>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let list = match &value {
+        serde_json::Value::Array(list) => list,
+        other => other["policies"].as_array().with_context(|| {
+            format!(
+                "{}: expected {{\"policies\": [...]}} or a list of policies",
+                path.display()
+            )
+        })?,
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let uuid = p["uuid"]
+                .as_str()
+                .map_or_else(|| format!("#{}", i + 1), str::to_string);
+            let matches = match p.get("tagPatternMatches") {
+                None | Some(serde_json::Value::Null) => true,
+                Some(v) => v.as_bool().with_context(|| {
+                    format!("policy {uuid}: tagPatternMatches must be true or false")
+                })?,
+            };
+            Ok(QuayPolicy {
+                uuid,
+                pattern: p["tagPattern"].as_str().map(str::to_string),
+                matches,
+            })
+        })
+        .collect()
+}
+
+/// Why `guard`'s plugin refuses a namespace policy with this pattern, if it does.
+fn refusal(guard: &TagGuard, pattern: &str, matches: bool) -> Option<String> {
+    let candidate = policy("check", "quay", None, pattern, matches);
+    guard
+        .validate_policy(&candidate, &[])
+        .err()
+        .map(|e| e.to_string())
 }
 
 fn load(runtime: &Runtime, path: Option<&Path>) -> Result<Plugin> {
@@ -322,6 +387,51 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     println!("FAIL {stamp}: a swap would refuse it: {e}");
                     return Ok(ExitCode::FAILURE);
                 }
+            }
+        }
+        Command::CheckPolicies { file, compat } => {
+            let policies = quay_policies(&file)?;
+            let main = guard(load(&runtime, cli.plugin.as_deref())?, Vec::new())?;
+            let compat_path = compat.unwrap_or_else(|| built_plugin_path("quay-compat"));
+            let compat = guard(
+                Plugin::from_file(&runtime, &compat_path)
+                    .with_context(|| format!("loading {}", compat_path.display()))?,
+                Vec::new(),
+            )?;
+            let (mut as_is, mut compat_only, mut rejected) = (0, 0, 0);
+            for p in &policies {
+                let Some(pattern) = &p.pattern else {
+                    rejected += 1;
+                    println!("{}: rejected: tagPattern: missing", p.uuid);
+                    continue;
+                };
+                let shown = format!("{}{pattern}", if p.matches { "" } else { "!" });
+                match refusal(&main, pattern, p.matches) {
+                    None => {
+                        as_is += 1;
+                        println!("{} {shown:?}: accepted as is", p.uuid);
+                    }
+                    Some(why) => match refusal(&compat, pattern, p.matches) {
+                        None => {
+                            compat_only += 1;
+                            println!("{} {shown:?}: accepted by quay-compat only ({why})", p.uuid);
+                        }
+                        Some(compat_why) => {
+                            rejected += 1;
+                            println!(
+                                "{} {shown:?}: rejected: {why}; quay-compat: {compat_why}",
+                                p.uuid
+                            );
+                        }
+                    },
+                }
+            }
+            println!(
+                "{} policies: {as_is} accepted as is, {compat_only} by quay-compat only, {rejected} rejected",
+                policies.len()
+            );
+            if rejected > 0 {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Plugins => {

@@ -77,6 +77,8 @@ mod policy {
         Phantom,
         /// push (tag `wrong-pattern`): the record names the right policy with another pattern.
         WrongPattern,
+        /// push (tag `wrong-repo`): the record's Quay field `repo` names another repository.
+        WrongRepo,
         /// delete (tag `dup-deny`): denies the same tag id twice, with two records.
         DupDeny,
     }
@@ -102,6 +104,7 @@ mod policy {
             "wrong-cause" => Lie::WrongCause,
             "phantom" => Lie::Phantom,
             "wrong-pattern" => Lie::WrongPattern,
+            "wrong-repo" => Lie::WrongRepo,
             "dup-deny" => Lie::DupDeny,
             _ => return None,
         })
@@ -240,6 +243,9 @@ mod policy {
             });
             if lie(&r.tag_name) == Some(Lie::WrongPattern) {
                 meta["policy_pattern"] = json!(".*");
+            }
+            if lie(&r.tag_name) == Some(Lie::WrongRepo) {
+                meta["repo"] = json!("elsewhere");
             }
             if cfg!(feature = "huge-record") {
                 let entry = t::AuditRecord {
