@@ -205,6 +205,11 @@ impl Accounts {
         Ok((accounts, fresh))
     }
 
+    /// The account `name` whose secret is `secret`, as a login form gives them.
+    pub fn sign_in(&self, name: &str, secret: &str) -> Option<&Account> {
+        self.by_secret.get(&hash(secret)).filter(|a| a.name == name)
+    }
+
     /// The account an `Authorization` header names, if its credentials are valid:
     /// `Basic base64(name:secret)` (the name must match) or `Bearer secret`.
     pub fn authenticate(&self, authorization: &str) -> Option<&Account> {
@@ -217,7 +222,7 @@ impl Accounts {
                     .ok()?;
                 let text = String::from_utf8(decoded).ok()?;
                 let (name, secret) = text.split_once(':')?;
-                self.by_secret.get(&hash(secret)).filter(|a| a.name == name)
+                self.sign_in(name, secret)
             }
             _ => None,
         }

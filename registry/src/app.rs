@@ -3,6 +3,7 @@
 
 use crate::accounts::{Account, Accounts};
 use crate::blobs::BlobStore;
+use crate::console::session::Sessions;
 use crate::metrics::Metrics;
 use crate::store::{Storage, StorageError};
 use axum::http::{HeaderMap, header};
@@ -34,6 +35,8 @@ pub struct App {
     /// Held by every policy change and run, so that a candidate is validated against
     /// the policies that exist when it is stored (no two duplicates race in).
     pub policy_changes: Mutex<()>,
+    /// The console's login sessions.
+    pub sessions: Sessions,
     requests: AtomicU64,
 }
 
@@ -80,6 +83,7 @@ impl App {
         blobs: BlobStore,
         accounts: Accounts,
         data: PathBuf,
+        sessions: Sessions,
     ) -> Self {
         App {
             store,
@@ -90,6 +94,7 @@ impl App {
             metrics: Metrics::default(),
             data,
             policy_changes: Mutex::new(()),
+            sessions,
             requests: AtomicU64::new(0),
         }
     }
@@ -98,12 +103,17 @@ impl App {
     pub fn caller(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<Caller> {
         let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let account = self.accounts.authenticate(authorization)?.clone();
+        Some(self.caller_for(account, peer))
+    }
+
+    /// A caller for an account already authenticated (a console session).
+    pub fn caller_for(&self, account: Account, peer: Option<SocketAddr>) -> Caller {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
-        Some(Caller {
+        Caller {
             account,
             ip: peer.map(|p| p.ip().to_string()),
             request_id: format!("req-{:x}-{n}", std::process::id()),
-        })
+        }
     }
 
     /// Pushes `ns/repo:tag` to `digest` through the engine, deciding again (with fresh

@@ -4,8 +4,10 @@
 mod accounts;
 mod app;
 mod blobs;
+mod console;
 mod digest;
 mod errors;
+mod inspect;
 mod metrics;
 mod oci;
 mod policies;

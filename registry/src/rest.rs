@@ -4,9 +4,10 @@
 
 use crate::app::{Caller, Shared, WriteError, blocking};
 use crate::errors::ApiError;
+use crate::inspect::{self, Verification};
 use crate::oci::route::Name;
 use crate::policies::{self, Owner};
-use crate::store::{LogQuery, StorageError};
+use crate::store::LogQuery;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
@@ -15,8 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use tagguard_engine::audit::{ChainedEntry, quay_log_line, tag_history, verify_against};
-use tagguard_engine::{DeleteOutcome, EngineError, Plugin, Policy, Removal, RemovalAction, Tag};
+use tagguard_engine::audit::{ChainedEntry, quay_log_line};
+use tagguard_engine::{
+    DeleteOutcome, EngineError, Policy, Removal, RemovalAction, SwapOutcome, Tag,
+};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -493,38 +496,8 @@ async fn tagguard(call: Call, rest: &str) -> Result<Response> {
     let segments: Vec<&str> = rest.split('/').collect();
     match (call.method.clone(), segments.as_slice()) {
         (Method::GET, ["verify"]) => {
-            let report = blocking(move || -> Result<Value> {
-                let entries = match app.store.full_log() {
-                    Ok(e) => e,
-                    Err(StorageError::EditedLogRow { seq, reason }) => {
-                        return Ok(json!({
-                            "verified": false,
-                            "reason": format!("log entry {seq}: {reason}"),
-                            "first_broken": seq,
-                        }));
-                    }
-                    Err(e) => return Err(ApiError::internal(e)),
-                };
-                let checkpoints = app.store.checkpoints().map_err(ApiError::internal)?;
-                let key = crate::serve::checkpoint_key(&app.data).map_err(ApiError::internal)?;
-                Ok(match verify_against(&entries, &key, &checkpoints) {
-                    Ok(up_to) => json!({
-                        "verified": true,
-                        "entries": entries.len(),
-                        "last_seq": up_to.last_seq,
-                        "checkpoint_covers_through": up_to.covered_through,
-                        "uncovered": up_to.uncovered,
-                    }),
-                    Err(e) => json!({
-                        "verified": false,
-                        "entries": entries.len(),
-                        "reason": e.to_string(),
-                        "first_broken": first_broken(&e),
-                    }),
-                })
-            })
-            .await?;
-            Ok(json_response(StatusCode::OK, report))
+            let report = blocking(move || inspect::verification(&app)).await?;
+            Ok(json_response(StatusCode::OK, verification_view(&report)))
         }
         (Method::GET, ["repositories"]) => {
             let repositories = blocking(move || app.store.repositories())
@@ -575,31 +548,13 @@ async fn tagguard(call: Call, rest: &str) -> Result<Response> {
         (Method::PUT, ["plugin"]) => {
             require_admin(&caller, "swapping the plugin")?;
             let bytes = body_bytes(call.body, MAX_PLUGIN).await?;
-            let outcome = blocking(move || -> Result<Value> {
-                let candidate = Plugin::from_bytes(&app.runtime, &bytes)
-                    .map_err(|e| ApiError::invalid(format!("plugin: {e}")))?;
-                let swapped = app
-                    .guard
-                    .swap(&caller.actor(), candidate)
-                    .map_err(|e| ApiError::invalid(e.to_string()))?;
-                crate::serve::remember_plugin(&app, &bytes).map_err(ApiError::internal)?;
-                Ok(json!({"generation": swapped.generation, "old": swapped.old, "new": swapped.new}))
-            })
-            .await?;
-            Ok(json_response(StatusCode::OK, outcome))
+            let swapped = blocking(move || inspect::swap_plugin(&app, &caller, &bytes)).await?;
+            Ok(json_response(StatusCode::OK, swap_view(&swapped)))
         }
         (Method::POST, ["plugin", "rollback"]) => {
             require_admin(&caller, "rolling the plugin back")?;
-            let outcome = blocking(move || -> Result<Value> {
-                let back = app
-                    .guard
-                    .rollback(&caller.actor())
-                    .map_err(|e| ApiError::invalid(e.to_string()))?;
-                crate::serve::forget_plugin(&app).map_err(ApiError::internal)?;
-                Ok(json!({"generation": back.generation, "old": back.old, "new": back.new}))
-            })
-            .await?;
-            Ok(json_response(StatusCode::OK, outcome))
+            let back = blocking(move || inspect::rollback_plugin(&app, &caller)).await?;
+            Ok(json_response(StatusCode::OK, swap_view(&back)))
         }
         (Method::GET, ["repository", ..]) if rest.ends_with("/history") => {
             let inner = rest
@@ -619,12 +574,38 @@ async fn tagguard(call: Call, rest: &str) -> Result<Response> {
     }
 }
 
-fn first_broken(e: &tagguard_engine::audit::CheckpointBreak) -> Value {
-    use tagguard_engine::audit::CheckpointBreak;
-    match e {
-        CheckpointBreak::Chain(c) => (c.position() as u64 + 1).into(),
-        _ => Value::Null,
+/// The verification status as the API shows it.
+fn verification_view(v: &Verification) -> Value {
+    match v {
+        Verification::Verified {
+            entries,
+            last_seq,
+            covered_through,
+            uncovered,
+        } => json!({
+            "verified": true,
+            "entries": entries,
+            "last_seq": last_seq,
+            "checkpoint_covers_through": covered_through,
+            "uncovered": uncovered,
+        }),
+        Verification::Broken {
+            entries,
+            reason,
+            first_broken,
+        } => {
+            let mut v = json!({"verified": false, "reason": reason, "first_broken": first_broken});
+            if let Some(n) = entries {
+                v["entries"] = (*n).into();
+            }
+            v
+        }
     }
+}
+
+/// A swap or rollback as the API shows it.
+fn swap_view(s: &SwapOutcome) -> Value {
+    json!({"generation": s.generation, "old": s.old, "new": s.new})
 }
 
 fn plugin_view(app: &crate::app::App) -> Value {
@@ -658,11 +639,13 @@ async fn preview(call: Call, ns: String) -> Result<Response> {
             namespace: ns,
             repository: body.repository,
         };
-        let candidate = owner.candidate("preview".into(), &body.tag_pattern, body.tag_pattern_matches);
-        let report = app
-            .guard
-            .preview(&candidate, body.sample_limit.unwrap_or(10).min(100))
-            .map_err(policies::engine_error)?;
+        let report = inspect::preview(
+            &app,
+            &owner,
+            &body.tag_pattern,
+            body.tag_pattern_matches,
+            body.sample_limit.unwrap_or(10),
+        )?;
         let sample: Vec<Value> = report
             .sample
             .iter()
@@ -677,29 +660,14 @@ async fn preview(call: Call, ns: String) -> Result<Response> {
 async fn history(call: Call, name: Name, tag: String) -> Result<Response> {
     let app = call.app.clone();
     let view = blocking(move || -> Result<Value> {
-        let log = app
-            .store
-            .tag_log(&name.namespace, &name.repository, &tag)
-            .map_err(ApiError::internal)?;
-        let history = tag_history(&log, &name.namespace, &name.repository, &tag);
-        let current = app
-            .store
-            .alive_tag(&name.namespace, &name.repository, &tag)
-            .map_err(ApiError::internal)?;
-        let (policies, _) = app
-            .store
-            .policies_in_scope(&name.namespace, Some(&name.repository))
-            .map_err(ApiError::internal)?;
-        let matching = app
-            .guard
-            .explain(&tag, &policies)
-            .map_err(policies::engine_error)?;
-        let mut v = serde_json::to_value(&history).map_err(ApiError::internal)?;
-        v["immutable"] = current.as_ref().map(|t| t.immutable).into();
-        v["exists"] = current.is_some().into();
-        v["policies_firing"] = matching
+        let report = inspect::tag_report(&app, &name, &tag)?;
+        let mut v = serde_json::to_value(&report.history).map_err(ApiError::internal)?;
+        v["immutable"] = report.current.as_ref().map(|t| t.immutable).into();
+        v["exists"] = report.current.is_some().into();
+        v["policies_firing"] = report
+            .firing
             .iter()
-            .map(|m| json!({"uuid": m.policy.uuid, "tagPattern": m.policy.tag_pattern}))
+            .map(|p| json!({"uuid": p.uuid, "tagPattern": p.tag_pattern}))
             .collect::<Vec<_>>()
             .into();
         Ok(v)

@@ -4,6 +4,7 @@
 use crate::accounts::Accounts;
 use crate::app::{App, Shared, blocking};
 use crate::blobs::BlobStore;
+use crate::console::session::Sessions;
 use crate::store::Storage;
 use crate::store::sqlite::SqliteStore;
 use anyhow::Context;
@@ -114,7 +115,16 @@ pub fn open(options: &ServeOptions) -> anyhow::Result<(Shared, Option<String>)> 
         None => Accounts::admin_in(&options.data)?,
     };
     let blobs = BlobStore::open(&options.data)?;
-    let app = App::new(store, guard, runtime, blobs, accounts, options.data.clone());
+    let sessions = Sessions::new(crate::accounts::random_hex(32)?);
+    let app = App::new(
+        store,
+        guard,
+        runtime,
+        blobs,
+        accounts,
+        options.data.clone(),
+        sessions,
+    );
     Ok((Arc::new(app), fresh))
 }
 
@@ -127,6 +137,7 @@ pub fn router(app: Shared) -> Router {
         .route("/v2/", any(crate::oci::handle))
         .route("/v2/{*rest}", any(crate::oci::handle))
         .route("/api/v1/{*rest}", any(crate::rest::handle))
+        .merge(crate::console::router())
         .with_state(app)
 }
 

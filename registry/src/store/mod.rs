@@ -169,6 +169,8 @@ pub trait Storage: TagStore + AuditSink + Send + Sync {
         last: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StorageError>;
+    /// Alive, non-hidden tags of a repository with their immutable flags, by name.
+    fn alive_tags(&self, ns: &str, repo: &str) -> Result<Vec<Tag>, StorageError>;
     /// Whether the repository exists.
     fn repository_exists(&self, ns: &str, repo: &str) -> Result<bool, StorageError>;
     /// Repository names (`ns/repo`) in lexical order, after `last`.

@@ -867,6 +867,19 @@ impl Storage for SqliteStore {
         Ok(rows)
     }
 
+    fn alive_tags(&self, ns: &str, repo: &str) -> Result<Vec<Tag>, StorageError> {
+        let sql = format!(
+            "{TAG_SELECT} WHERE n.name = ?1 AND r.name = ?2 AND t.lifetime_end_ms IS NULL \
+             AND t.hidden = 0 ORDER BY t.name"
+        );
+        let conn = self.conn();
+        let mut s = conn.prepare_cached(&sql)?;
+        let rows = s
+            .query_map(params![ns, repo], tag_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn repository_exists(&self, ns: &str, repo: &str) -> Result<bool, StorageError> {
         Ok(find_repository(&self.conn(), ns, repo)?.is_some())
     }

@@ -1,0 +1,371 @@
+//! The console in a real browser: Debian's chromium driven through chromedriver's
+//! WebDriver protocol. Sign in, push with skopeo, preview then create a policy
+//! through the form, see the lock badge and the history of the marked tag, see a
+//! refused overwrite in the log, and see verification turn red at an edited entry.
+//! Skips when chromium, chromedriver, skopeo or umoci is missing, unless
+//! TAGGUARD_REQUIRE_CLIENTS=1.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+const CMD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// WebDriver's key for an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One WebDriver request: chromedriver keeps connections open, so the answer is
+/// read up to its `Content-Length` rather than to the end of the stream.
+fn webdriver(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, Value)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + length {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let value =
+                    serde_json::from_slice(&raw[end + 4..end + 4 + length]).unwrap_or(Value::Null);
+                return Ok((status, value));
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "WebDriver closed the connection",
+    ))
+}
+
+/// A chromedriver with one headless chromium session.
+struct Browser {
+    driver: Child,
+    addr: String,
+    session: String,
+}
+
+impl Browser {
+    fn start(profile: &Path) -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = webdriver(&addr, "GET", "/status", None)
+                .is_ok_and(|(status, v)| status == 200 && v["value"]["ready"] == true);
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let (_, body) =
+            webdriver(&addr, "POST", "/session", Some(&caps)).expect("a WebDriver session");
+        let session = body["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {body}"))
+            .to_string();
+        Browser {
+            driver,
+            addr,
+            session,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let body = (method != "GET").then_some(&body);
+        let (status, v) = webdriver(&self.addr, method, &path, body)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({"url": url}));
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/clear"), json!({}));
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    fn text(&self, css: &str) -> String {
+        let id = self.find(css);
+        self.call("GET", &format!("/element/{id}/text"), json!({}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn attribute(&self, css: &str, name: &str) -> String {
+        let id = self.find(css);
+        self.call("GET", &format!("/element/{id}/attribute/{name}"), json!({}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", "/source", json!({}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = webdriver(
+            &self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// An OCI layout with `base` and one image per name, built offline with umoci.
+fn umoci_images(dir: &Path, names: &[&str]) -> PathBuf {
+    let layout = dir.join("img");
+    let l = layout.to_str().expect("utf-8 path");
+    run_cmd(
+        Command::new("umoci").args(["init", "--layout", l]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    run_cmd(
+        Command::new("umoci").args(["new", "--image", &format!("{l}:base")]),
+        CMD_TIMEOUT,
+    )
+    .ok();
+    for name in names {
+        let bundle = dir.join(format!("bundle-{name}"));
+        let b = bundle.to_str().expect("utf-8 path");
+        run_cmd(
+            Command::new("umoci").args([
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{l}:base"),
+                b,
+            ]),
+            CMD_TIMEOUT,
+        )
+        .ok();
+        std::fs::write(
+            bundle.join("rootfs").join(format!("{name}.txt")),
+            format!("this is image {name}\n"),
+        )
+        .expect("write file into bundle");
+        run_cmd(
+            Command::new("umoci").args(["repack", "--image", &format!("{l}:{name}"), b]),
+            CMD_TIMEOUT,
+        )
+        .ok();
+    }
+    layout
+}
+
+fn skopeo_copy(server: &Server, layout: &Path, name: &str, dest: &str) -> CmdOutput {
+    run_cmd(
+        Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &ALICE.creds(),
+            &format!("oci:{}:{name}", layout.display()),
+            &server.image(dest),
+        ]),
+        CMD_TIMEOUT,
+    )
+}
+
+#[test]
+fn an_auditor_sees_why_a_tag_is_immutable_a_refused_overwrite_and_a_tampered_log() {
+    let test = "an_auditor_sees_why_a_tag_is_immutable_a_refused_overwrite_and_a_tampered_log";
+    if !clients_available(test, &["chromium", "chromedriver", "skopeo", "umoci"]) {
+        return;
+    }
+    let dir = TempDir::new("console-browser");
+    let layout = umoci_images(dir.path(), &["a", "b"]);
+    let server = Server::start(dir.path());
+    skopeo_copy(&server, &layout, "a", "org/app:v1.0.0").ok();
+    skopeo_copy(&server, &layout, "b", "org/app:latest").ok();
+    let base = format!("http://{}", server.addr());
+    let browser = Browser::start(&dir.join("profile"));
+
+    // Sign in with the form.
+    browser.goto(&format!("{base}/console/login"));
+    browser.type_into("#name", "alice");
+    browser.type_into("#secret", "s3cret");
+    browser.click("button[type=submit]");
+    assert!(
+        browser.source().contains("Signed in as"),
+        "{}",
+        browser.source()
+    );
+
+    // Preview a policy, then create it from the same form.
+    browser.goto(&format!("{base}/console/organization/org/policies"));
+    browser.type_into("#pattern", r"v1\..*");
+    browser.click("button[value=preview]");
+    assert_eq!(browser.text("#preview-count"), "1", "{}", browser.source());
+    assert!(
+        browser.source().contains("org/app:v1.0.0"),
+        "the sample: {}",
+        browser.source()
+    );
+    browser.click("button[value=create]");
+    let policies = server
+        .get("/api/v1/organization/org/immutabilitypolicy/", ALICE)
+        .expect(200)
+        .json();
+    let uuid = policies["policies"][0]["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{policies}"))
+        .to_string();
+    assert!(
+        browser.source().contains(&uuid),
+        "the list shows it: {}",
+        browser.source()
+    );
+
+    // The lock badge, then a click to the tag's history.
+    browser.goto(&format!("{base}/console/repository/org/app"));
+    let page = browser.source();
+    let row = |tag: &str| {
+        let at = page
+            .find(&format!(">{tag}</a>"))
+            .unwrap_or_else(|| panic!("no {tag}: {page}"));
+        page[at..at + page[at..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(row("v1.0.0").contains("class=\"lock\""), "{page}");
+    assert!(!row("latest").contains("class=\"lock\""), "{page}");
+    browser.click("a[href$='/tag/v1.0.0']");
+    let history = browser.source();
+    assert!(history.contains("Why it is immutable"), "{history}");
+    assert!(
+        history.contains(&uuid) && history.contains("policy_created"),
+        "{history}"
+    );
+
+    // An overwrite is refused, and the log page shows it.
+    let overwrite = skopeo_copy(&server, &layout, "b", "org/app:v1.0.0");
+    assert!(
+        !overwrite.success(),
+        "the overwrite is refused: {}",
+        overwrite.describe()
+    );
+    browser.goto(&format!("{base}/console/logs"));
+    browser.type_into("#kind", "tag_immutability_denied");
+    browser.click("fieldset button[type=submit]");
+    let logs = browser.source();
+    assert!(
+        logs.contains("<td>tag_immutability_denied</td>") && logs.contains("<td>v1.0.0</td>"),
+        "{logs}"
+    );
+    assert_eq!(browser.attribute("#verification", "class"), "ok", "{logs}");
+
+    // Edit the log by hand: verification turns red at that entry.
+    let db = rusqlite::Connection::open(server.data.join("registry.db")).unwrap();
+    let id: i64 = db
+        .query_row(
+            "SELECT min(id) FROM logentry3 WHERE entry_json LIKE '%alice%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "UPDATE logentry3 SET entry_json = replace(entry_json, 'alice', 'mallory') WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+    browser.goto(&format!("{base}/console/logs"));
+    assert_eq!(
+        browser.attribute("#verification", "class"),
+        "bad",
+        "{}",
+        browser.source()
+    );
+    let status = browser.text("#verification");
+    assert!(
+        status.contains(&format!("Verification failed at entry {id}")),
+        "{status}"
+    );
+}
