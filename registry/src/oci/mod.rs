@@ -349,11 +349,12 @@ async fn put_manifest(x: &Ctx, name: Name, reference: &str, body: Body) -> Resul
         .and_then(|v| v.to_str().ok());
     let checked = manifest::check(&bytes, content_type)
         .map_err(|why| OciError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", why))?;
+    let subject = checked.subject.as_ref().map(Digest::to_string);
     let row = ManifestRow {
         digest: digest.to_string(),
         media_type: checked.media_type.clone(),
         bytes: bytes.to_vec(),
-        subject: checked.subject.as_ref().map(Digest::to_string),
+        subject: subject.clone(),
         artifact_type: checked.artifact_type.clone(),
     };
     let app = x.app.clone();
@@ -405,26 +406,11 @@ async fn put_manifest(x: &Ctx, name: Name, reference: &str, body: Body) -> Resul
         immutable = matches!(outcome, Some(PushOutcome::Created { immutable: true, .. })),
         "manifest pushed"
     );
-    let mut r = empty(StatusCode::CREATED);
-    header(
-        &mut r,
-        header::LOCATION,
-        &format!("/v2/{}/manifests/{digest}", name.full()),
-    );
-    header(
-        &mut r,
-        HeaderName::from_static("docker-content-digest"),
-        digest.as_str(),
-    );
-    if let Some(subject) = &row_subject(&bytes) {
+    let mut r = created_at(&format!("/v2/{}/manifests/{digest}", name.full()), &digest);
+    if let Some(subject) = &subject {
         header(&mut r, HeaderName::from_static("oci-subject"), subject);
     }
     Ok(r)
-}
-
-fn row_subject(bytes: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    v.get("subject")?.get("digest")?.as_str().map(String::from)
 }
 
 async fn delete_manifest(x: &Ctx, name: Name, reference: &str) -> Result<Response> {
@@ -436,6 +422,7 @@ async fn delete_manifest(x: &Ctx, name: Name, reference: &str) -> Result<Respons
         Reference::Tag(t) => t.clone(),
         Reference::Digest(d) => d.to_string(),
     };
+    let full = name.full();
     blocking(move || -> Result<()> {
         let (ns, repo) = (&name.namespace, &name.repository);
         for _ in 0..crate::app::DECIDE_ATTEMPTS {
@@ -506,7 +493,7 @@ async fn delete_manifest(x: &Ctx, name: Name, reference: &str) -> Result<Respons
         ))
     })
     .await?;
-    tracing::info!(repository = %x.caller.account.name, reference = %shown, "manifest deleted");
+    tracing::info!(repository = %full, reference = %shown, performer = %x.caller.account.name, "manifest deleted");
     Ok(empty(StatusCode::ACCEPTED))
 }
 
@@ -577,19 +564,20 @@ fn upload_open(name: &Name, id: &str, size: u64, status: StatusCode) -> Response
     r
 }
 
-fn blob_created(name: &Name, digest: &Digest) -> Response {
+/// `201 Created` for what now lives at `location`, with its digest.
+fn created_at(location: &str, digest: &Digest) -> Response {
     let mut r = empty(StatusCode::CREATED);
-    header(
-        &mut r,
-        header::LOCATION,
-        &format!("/v2/{}/blobs/{digest}", name.full()),
-    );
+    header(&mut r, header::LOCATION, location);
     header(
         &mut r,
         HeaderName::from_static("docker-content-digest"),
         digest.as_str(),
     );
     r
+}
+
+fn blob_created(name: &Name, digest: &Digest) -> Response {
+    created_at(&format!("/v2/{}/blobs/{digest}", name.full()), digest)
 }
 
 fn blob_error(e: BlobError) -> OciError {
