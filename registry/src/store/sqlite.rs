@@ -42,11 +42,11 @@ fn unavailable(e: impl std::fmt::Display) -> SinkError {
 }
 
 /// The policy JSON of Quay's policy tables.
-fn policy_json(p: &Policy) -> String {
+pub(super) fn policy_json(p: &Policy) -> String {
     json!({"tag_pattern": p.tag_pattern, "tag_pattern_matches": p.tag_pattern_matches}).to_string()
 }
 
-fn policy_from_row(
+pub(super) fn policy_from_row(
     uuid: String,
     ns: String,
     repo: Option<String>,
@@ -606,7 +606,7 @@ fn insert_log_row(tx: &Connection, chained: &ChainedEntry) -> rusqlite::Result<(
 }
 
 /// Reads chained entries from rows of `(seq, entry_json)`.
-fn entries_from(rows: Vec<(i64, String)>) -> Result<Vec<ChainedEntry>, StorageError> {
+pub(super) fn entries_from(rows: Vec<(i64, String)>) -> Result<Vec<ChainedEntry>, StorageError> {
     let mut out = Vec::with_capacity(rows.len());
     for (seq, json) in rows {
         let edited = |reason: String| StorageError::EditedLogRow {
