@@ -28,8 +28,8 @@ struct TestDb {
 enum Backend {
     Sqlite(std::path::PathBuf),
     Postgres {
-        server: ::postgres::Config,
-        db: ::postgres::Config,
+        server: Box<::postgres::Config>,
+        db: Box<::postgres::Config>,
         name: String,
     },
 }
@@ -58,7 +58,7 @@ impl TestDb {
         let Backend::Postgres { db, .. } = &self.backend else {
             panic!("replicas need PostgreSQL");
         };
-        PostgresStore::open(db.clone(), key(), 8).unwrap()
+        PostgresStore::open((**db).clone(), key(), 8).unwrap()
     }
 
     /// A raw connection to the PostgreSQL database, for transactions held open.
@@ -136,7 +136,11 @@ fn postgres_db(test: &str) -> Option<TestDb> {
     let store = PostgresStore::open(db.clone(), key(), 8).unwrap();
     Some(TestDb {
         store: Some(Box::new(store)),
-        backend: Backend::Postgres { server, db, name },
+        backend: Backend::Postgres {
+            server: Box::new(server),
+            db: Box::new(db),
+            name,
+        },
     })
 }
 
