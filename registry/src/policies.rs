@@ -4,7 +4,7 @@
 
 use crate::app::{App, Caller};
 use crate::errors::ApiError;
-use crate::store::RunRow;
+use crate::store::{PolicyLock, RunRow};
 use axum::http::StatusCode;
 use tagguard_engine::{EngineError, Policy, PolicyOutcome, RunTrigger, Scope};
 
@@ -139,8 +139,25 @@ fn ended(
     }
 }
 
+/// The lock every policy change and run holds, across every registry process on the
+/// database: a candidate is validated against the policies that exist when it is
+/// stored, and one run applies at a time.
+fn policy_lock(app: &App) -> Result<PolicyLock, ApiError> {
+    app.store.lock_policies().map_err(ApiError::internal)
+}
+
+/// `policy` as stored now (read under the policy lock): another request may have
+/// changed or deleted it since the caller read it.
+fn still_stored(app: &App, policy: &Policy) -> Result<Policy, ApiError> {
+    app.store
+        .policy(&policy.uuid)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("immutability policy not found"))
+}
+
 /// Validates `candidate` against the namespace's other policies, tracks a run for it,
-/// and lets `store` store it and run it (the engine's create or update).
+/// and lets `store` store it and run it (the engine's create or update). The caller
+/// holds the policy lock.
 fn tracked(
     app: &App,
     caller: &Caller,
@@ -148,7 +165,6 @@ fn tracked(
     trigger: &str,
     store: impl FnOnce(&[Policy]) -> Result<PolicyOutcome, EngineError>,
 ) -> Result<Applied, ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
     let existing: Vec<Policy> = app
         .store
         .namespace_policies(&candidate.namespace)
@@ -176,6 +192,7 @@ pub fn create(
     matches: bool,
 ) -> Result<Applied, ApiError> {
     let candidate = owner.candidate(new_uuid()?, pattern, matches);
+    let _serial = policy_lock(app)?;
     tracked(app, caller, &candidate, "policy_created", |existing| {
         app.guard
             .create_policy(&caller.actor(), &candidate, existing)
@@ -190,6 +207,8 @@ pub fn update(
     pattern: &str,
     matches: bool,
 ) -> Result<Applied, ApiError> {
+    let _serial = policy_lock(app)?;
+    let before = &still_stored(app, before)?;
     let candidate = Policy {
         tag_pattern: pattern.into(),
         tag_pattern_matches: matches,
@@ -203,7 +222,8 @@ pub fn update(
 
 /// Deletes a policy with its record.
 pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = policy_lock(app)?;
+    let policy = &still_stored(app, policy)?;
     app.guard
         .delete_policy(&caller.actor(), policy)
         .map_err(engine_error)?;
@@ -214,7 +234,7 @@ pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiErro
 /// Finishes a run that stopped: applies its policy again, and marks the old run as
 /// finished by the new one. Returns the old run, updated.
 pub fn finish(app: &App, caller: &Caller, id: i64) -> Result<RunRow, ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = policy_lock(app)?;
     let old = app
         .store
         .run(id)

@@ -5,7 +5,6 @@ use super::layout::{page, token};
 use super::{ConsoleError, acting, session, viewer};
 use crate::app::{Shared, blocking};
 use crate::errors::ApiError;
-use crate::inspect;
 use axum::Form;
 use axum::extract::{ConnectInfo, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -134,7 +133,7 @@ pub async fn swap(
     let bytes = bytes
         .filter(|b| !b.is_empty())
         .ok_or_else(|| ApiError::invalid("plugin: choose a component file"))?;
-    blocking(move || inspect::swap_plugin(&app, &v.caller, &bytes)).await?;
+    blocking(move || crate::plugins::swap(&app, &v.caller, &bytes)).await?;
     Ok(Redirect::to("/console/plugin").into_response())
 }
 
@@ -152,7 +151,7 @@ pub async fn rollback(
         &form.token,
         Some("rolling the plugin back"),
     )?;
-    blocking(move || inspect::rollback_plugin(&app, &v.caller)).await?;
+    blocking(move || crate::plugins::rollback(&app, &v.caller)).await?;
     Ok(Redirect::to("/console/plugin").into_response())
 }
 
