@@ -475,6 +475,7 @@ async fn log_page(
                 .transpose()?,
             end_time: q.get("endtime").map(|t| time_bound(t, true)).transpose()?,
             limit: LOG_PAGE + 1,
+            ..LogQuery::default()
         };
     let store = call.app.store.clone();
     let mut entries = blocking(move || store.log(&query))

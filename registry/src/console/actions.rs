@@ -54,8 +54,8 @@ pub async fn login_form() -> Response {
 pub async fn login(State(app): State<Shared>, Form(form): Form<LoginForm>) -> Response {
     let Some(account) = app.accounts.sign_in(&form.name, &form.secret).cloned() else {
         return login_page(
-            StatusCode::FORBIDDEN,
-            Some("Unknown account or wrong token."),
+            StatusCode::UNAUTHORIZED,
+            Some("Sign-in failed: unknown account or wrong token. Check both and try again."),
         );
     };
     match app.sessions.start(account) {

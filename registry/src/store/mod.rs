@@ -95,10 +95,17 @@ pub struct LogQuery {
     pub kind: Option<String>,
     /// Only entries with seq below this (pages go from newest to oldest).
     pub before_seq: Option<u64>,
+    /// Only entries with seq above this; the page is then the `limit` oldest of
+    /// them (still returned newest first), the page just newer than `after_seq`.
+    pub after_seq: Option<u64>,
     /// Only entries at or after this time (RFC 3339).
     pub start_time: Option<String>,
     /// Only entries before this time (RFC 3339).
     pub end_time: Option<String>,
+    /// Only entries about this tag (the `tag` of their Quay metadata).
+    pub tag: Option<String>,
+    /// Only entries by this performer (account name).
+    pub performer: Option<String>,
     /// At most this many.
     pub limit: usize,
 }

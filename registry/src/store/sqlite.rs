@@ -1058,16 +1058,22 @@ impl Storage for SqliteStore {
 
     fn log(&self, q: &LogQuery) -> Result<Vec<ChainedEntry>, StorageError> {
         let conn = self.conn();
-        let mut s = conn.prepare_cached(
+        // Pages newer than a seq are read oldest first, then turned around.
+        let order = if q.after_seq.is_some() { "ASC" } else { "DESC" };
+        let mut s = conn.prepare_cached(&format!(
             "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
              JOIN logentrykind k ON k.id = l.kind_id \
              LEFT JOIN repository r ON r.id = l.repository_id \
+             LEFT JOIN user u ON u.id = l.performer_id \
              WHERE (?1 IS NULL OR n.name = ?1) AND (?2 IS NULL OR r.name = ?2) \
              AND (?3 IS NULL OR l.id < ?3) AND (?4 IS NULL OR l.datetime >= ?4) \
              AND (?5 IS NULL OR l.datetime < ?5) AND (?7 IS NULL OR k.name = ?7) \
-             ORDER BY l.id DESC LIMIT ?6",
-        )?;
-        let rows = s
+             AND (?8 IS NULL OR l.id > ?8) \
+             AND (?9 IS NULL OR json_extract(l.metadata_json, '$.tag') = ?9) \
+             AND (?10 IS NULL OR u.username = ?10) \
+             ORDER BY l.id {order} LIMIT ?6"
+        ))?;
+        let mut rows = s
             .query_map(
                 params![
                     q.namespace,
@@ -1076,13 +1082,19 @@ impl Storage for SqliteStore {
                     q.start_time,
                     q.end_time,
                     q.limit as i64,
-                    q.kind
+                    q.kind,
+                    q.after_seq.map(|s| s as i64),
+                    q.tag,
+                    q.performer
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
         drop(s);
         drop(conn);
+        if q.after_seq.is_some() {
+            rows.reverse();
+        }
         entries_from(rows)
     }
 

@@ -386,3 +386,73 @@ fn the_policy_lock_admits_one_holder_and_the_next_when_it_drops() {
     });
     assert!(s.try_lock_policies().unwrap().is_some());
 }
+
+#[test]
+fn the_log_filters_by_tag_and_performer_and_pages_both_ways() {
+    let t = db("logquery");
+    let s = &t.store;
+    for (i, tag) in ["a", "b", "a", "a", "ab", "a"].iter().enumerate() {
+        let mut e = entry(tag, "r", "p");
+        if i == 3 {
+            e.performer.name = "bob".into();
+        }
+        s.commit(Change::None, vec![e]).unwrap();
+    }
+    let seqs = |q: super::LogQuery| -> Vec<u64> {
+        s.log(&super::LogQuery { limit: 10, ..q })
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let tag = |t: &str| Some(t.to_string());
+    assert_eq!(
+        seqs(super::LogQuery {
+            tag: tag("a"),
+            ..Default::default()
+        }),
+        vec![6, 4, 3, 1]
+    );
+    assert_eq!(
+        seqs(super::LogQuery {
+            tag: tag("a"),
+            performer: tag("alice"),
+            ..Default::default()
+        }),
+        vec![6, 3, 1]
+    );
+    assert_eq!(
+        seqs(super::LogQuery {
+            performer: tag("bob"),
+            ..Default::default()
+        }),
+        vec![4]
+    );
+    // Older than 6, two at a time; then the page just newer than 1.
+    assert_eq!(
+        s.log(&super::LogQuery {
+            tag: tag("a"),
+            before_seq: Some(6),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    assert_eq!(
+        s.log(&super::LogQuery {
+            tag: tag("a"),
+            after_seq: Some(1),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+}

@@ -211,7 +211,8 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// A small HTTP/1.1 client (one connection per request, `Connection: close`)
+// A small HTTP/1.1 client (one connection per request, `Connection: close`; the
+// answer is read by its length, so servers that keep connections open work too)
 
 #[derive(Clone, Copy, Debug)]
 pub enum Auth {
@@ -339,7 +340,7 @@ pub fn try_http(
     // falls through to the read.
     let write_result = stream.write_all(body).and_then(|_| stream.flush());
     let mut raw = Vec::new();
-    let read_result = stream.read_to_end(&mut raw);
+    let read_result = read_response(&mut stream, method, &mut raw);
     if raw.is_empty() {
         write_result?;
         read_result?;
@@ -356,6 +357,53 @@ pub fn try_http(
     }
     let _ = stream.shutdown(Shutdown::Both);
     parse_response(method, path, &raw)
+}
+
+/// Reads one response into `raw`: the head, then the body by `Content-Length`,
+/// by chunks, or (with neither) to the end of the stream. A keep-alive server
+/// that leaves the connection open is therefore read to the end of its answer.
+fn read_response(stream: &mut TcpStream, method: &str, raw: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = [0u8; 65536];
+    loop {
+        if response_complete(method, raw) {
+            return Ok(());
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether `raw` holds a whole response (head and body) already.
+fn response_complete(method: &str, raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let rest = &raw[end + 4..];
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if method == "HEAD" || status == 204 || status == 304 || status < 200 {
+        true
+    } else if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        decode_chunked(rest).is_some()
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.len() >= len
+    } else {
+        false
+    }
 }
 
 fn parse_response(method: &str, path: &str, raw: &[u8]) -> io::Result<Response> {
