@@ -1204,7 +1204,7 @@ fn pushes_during_a_retroactive_run_all_end_immutable_with_one_record_each() {
         policy["run"]["count"].as_u64().expect("run count"),
         "the run's count is its records"
     );
-    if let Some(in_db) = immutable_tags_in_db(&server) {
+    if let Some(in_db) = server.immutable_tags_in_db() {
         assert_eq!(in_db, all, "every tag is immutable in SQLite");
     }
     let verify = server.verify();
@@ -1714,7 +1714,7 @@ fn kill_during_retroactive_run_leaves_a_verified_log_and_an_incomplete_run_that_
     );
     let marked: BTreeSet<String> = by_tag.keys().cloned().collect();
     assert_eq!(marked, all, "every tag has its record after apply");
-    if let Some(in_db) = immutable_tags_in_db(&server) {
+    if let Some(in_db) = server.immutable_tags_in_db() {
         assert_eq!(in_db, all, "every tag is immutable in SQLite after apply");
     }
     // A new manifest (its blobs uploaded, no tag) to write over a few tags.
