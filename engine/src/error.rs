@@ -168,6 +168,14 @@ pub enum EngineError {
         #[source]
         cause: Box<EngineError>,
     },
+    /// A plugin generation to adopt is not newer than the one serving.
+    #[error("plugin generation {offered} is not newer than generation {serving}, which serves")]
+    StaleGeneration {
+        /// The generation serving.
+        serving: u64,
+        /// The generation offered.
+        offered: u64,
+    },
     /// There is no previous generation to roll back to.
     #[error("no previous plugin generation to roll back to")]
     NoPreviousGeneration,

@@ -455,6 +455,42 @@ impl TagGuard {
         self.publish(actor, &mut plugins, previous, "rollback")
     }
 
+    /// The plugin serving now (a handle to the same compiled component).
+    pub fn serving(&self) -> Plugin {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone()
+    }
+
+    /// Serves `plugin` as `generation`, a swap or rollback that another host on the same
+    /// audit sink already published and recorded: nothing is recorded here, and later
+    /// swaps number on from `generation`. `previous` is what a rollback returns to. A
+    /// generation not newer than the serving one is refused (`StaleGeneration`), so
+    /// hosts that follow each other never step back.
+    pub fn adopt(
+        &self,
+        plugin: Plugin,
+        generation: u64,
+        previous: Option<Plugin>,
+    ) -> Result<(), EngineError> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+        let serving = self.generation().id;
+        if generation <= serving {
+            return Err(EngineError::StaleGeneration {
+                serving,
+                offered: generation,
+            });
+        }
+        self.current
+            .store(Arc::new(plugin.generation(generation, self.store.clone())));
+        plugins.next_id = generation + 1;
+        plugins.previous = previous;
+        plugins.current = plugin;
+        Ok(())
+    }
+
     fn publish(
         &self,
         actor: &Actor,

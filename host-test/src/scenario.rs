@@ -400,6 +400,7 @@ fn engine_error_kind(e: &EngineError) -> String {
         EngineError::HostStore { .. } => "HostStore",
         EngineError::HostAudit { .. } => "HostAudit",
         EngineError::NoPreviousGeneration => "NoPreviousGeneration",
+        EngineError::StaleGeneration { .. } => "StaleGeneration",
         EngineError::Conflict { .. } => "Conflict",
         EngineError::SwapRejected { cause, .. } => {
             return format!("SwapRejected ({})", engine_error_kind(cause));

@@ -197,6 +197,51 @@ fn a_swap_is_recorded_publishes_a_new_generation_and_rollback_returns() {
 }
 
 #[test]
+fn an_adopted_generation_serves_unrecorded_numbers_later_swaps_and_never_steps_back() {
+    let reg = common::registry(500);
+    let admin = user("admin");
+    reg.create_policy(&admin, &NewPolicy::namespace("p", "org", "v1.*"))
+        .unwrap();
+    let default = reg.guard().serving();
+    reg.guard()
+        .adopt(glob_plugin(), 7, Some(default.clone()))
+        .unwrap();
+    assert_eq!(reg.guard().generation_id(), 7);
+    assert_eq!(reg.guard().stamp().name, "tagguard-glob");
+    assert_eq!(reg.guard().stamp().generation, 7);
+    assert!(
+        !reg.push(&admin, "org", "repo", "v1y", "sha256:b").unwrap(),
+        "the adopted glob plugin decides: v1y does not match v1.*"
+    );
+    let swaps = |reg: &Registry| {
+        reg.audit(&AuditQuery {
+            kind: Some(PLUGIN_SWAPPED),
+            ..Default::default()
+        })
+        .len()
+    };
+    assert_eq!(swaps(&reg), 0, "adopting records nothing");
+
+    for stale in [7, 3] {
+        assert!(matches!(
+            reg.guard().adopt(default.clone(), stale, None),
+            Err(EngineError::StaleGeneration { serving: 7, offered }) if offered == stale
+        ));
+    }
+    assert_eq!(reg.guard().stamp().name, "tagguard-glob");
+
+    let back = reg.guard().rollback(&admin).unwrap();
+    assert_eq!(
+        back.generation, 8,
+        "later swaps number on from the adopted one"
+    );
+    assert_eq!(back.new.digest, default.stamp().digest);
+    assert_eq!(swaps(&reg), 1);
+    assert!(reg.push(&admin, "org", "repo", "v1z", "sha256:d").unwrap());
+    assert_compliant(reg.db());
+}
+
+#[test]
 fn a_swap_whose_record_cannot_be_written_does_not_happen() {
     let reg = common::registry(500);
     let before = reg.guard().stamp();

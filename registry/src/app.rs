@@ -9,8 +9,8 @@ use crate::store::{Storage, StorageError};
 use axum::http::{HeaderMap, header};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use tagguard_engine::{Actor, EngineError, PushOutcome, PushRequest, Runtime, TagGuard};
 
 /// How often a write decided on stale state is decided again before giving up.
@@ -25,16 +25,13 @@ pub struct App {
     /// The runtime plugins are loaded into (for swaps).
     pub runtime: Runtime,
     /// Blob contents.
-    pub blobs: BlobStore,
+    pub blobs: Arc<dyn BlobStore>,
     /// Who may call.
     pub accounts: Accounts,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// The data directory.
     pub data: PathBuf,
-    /// Held by every policy change and run, so that a candidate is validated against
-    /// the policies that exist when it is stored (no two duplicates race in).
-    pub policy_changes: Mutex<()>,
     /// The console's login sessions.
     pub sessions: Sessions,
     requests: AtomicU64,
@@ -80,7 +77,7 @@ impl App {
         store: Arc<dyn Storage>,
         guard: TagGuard,
         runtime: Runtime,
-        blobs: BlobStore,
+        blobs: Arc<dyn BlobStore>,
         accounts: Accounts,
         data: PathBuf,
         sessions: Sessions,
@@ -93,7 +90,6 @@ impl App {
             accounts,
             metrics: Metrics::default(),
             data,
-            policy_changes: Mutex::new(()),
             sessions,
             requests: AtomicU64::new(0),
         }

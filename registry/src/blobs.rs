@@ -1,13 +1,11 @@
-//! Blob contents on disk, content-addressed (`blobs/sha256/<hex>`), and the
-//! upload sessions that fill them. A blob file exists only once its digest was
-//! verified; uploads write to `uploads/<id>` and are moved into place.
+//! Blob contents and the upload sessions that fill them, behind one trait
+//! ([`BlobStore`]); the default keeps them on disk, content-addressed
+//! ([`FsBlobStore`]). A blob exists only once its digest was verified.
 
 use crate::digest::Digest;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,37 +35,76 @@ pub enum BlobError {
     Io(#[from] std::io::Error),
 }
 
-/// An upload session: the repository it belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Upload {
-    namespace: String,
-    repository: String,
+/// A blob's content, read as it streams out.
+pub type BlobReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// Where blob contents and their upload sessions live: one trait, so that an object
+/// store can stand beside the filesystem. Every method may block; call them off the
+/// async threads. An upload session belongs to one repository, and another
+/// repository's request does not see it.
+pub trait BlobStore: Send + Sync {
+    /// Starts an upload session in a repository; returns its id.
+    fn start(&self, namespace: &str, repository: &str) -> Result<String, BlobError>;
+    /// The bytes an upload of this repository holds so far.
+    fn upload_size(&self, namespace: &str, repository: &str, id: &str) -> Result<u64, BlobError>;
+    /// Appends `chunk` to an upload; returns its new size.
+    fn append(
+        &self,
+        namespace: &str,
+        repository: &str,
+        id: &str,
+        chunk: &[u8],
+    ) -> Result<u64, BlobError>;
+    /// Ends an upload session and removes its bytes.
+    fn cancel(&self, namespace: &str, repository: &str, id: &str) -> Result<(), BlobError>;
+    /// Verifies an upload against `expected` and stores it as that blob; returns its
+    /// size. On a mismatch the session stays open with its bytes, as the spec allows a
+    /// retry.
+    fn finish(
+        &self,
+        namespace: &str,
+        repository: &str,
+        id: &str,
+        expected: &Digest,
+    ) -> Result<u64, BlobError>;
+    /// Reads a stored blob.
+    fn read(&self, digest: &Digest) -> Result<BlobReader, BlobError>;
 }
 
-/// The blob directory and its open uploads.
-pub struct BlobStore {
+/// Blobs in a directory: `blobs/sha256/<hex>`, and uploads as `uploads/<id>` with the
+/// repository they belong to in `uploads/<id>.repository`. Sessions live in files,
+/// so they survive a restart, and several registry processes can share the directory.
+pub struct FsBlobStore {
     root: PathBuf,
-    uploads: Mutex<HashMap<String, Upload>>,
 }
 
-impl BlobStore {
-    /// Blob storage under `root` (created if needed). Uploads left by an earlier process
-    /// are removed: their sessions are gone with it.
+/// How long an upload may sit untouched before a start removes it.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl FsBlobStore {
+    /// Blob storage under `root` (created if needed). Uploads untouched for a day are
+    /// removed: their clients are gone.
     pub fn open(root: &Path) -> Result<Self, BlobError> {
         std::fs::create_dir_all(root.join("blobs/sha256"))?;
         let uploads = root.join("uploads");
-        if uploads.exists() {
-            std::fs::remove_dir_all(&uploads)?;
-        }
         std::fs::create_dir_all(&uploads)?;
-        Ok(BlobStore {
+        for entry in std::fs::read_dir(&uploads)?.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_UPLOAD);
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(FsBlobStore {
             root: root.to_path_buf(),
-            uploads: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Where a verified blob lives.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
@@ -75,65 +112,72 @@ impl BlobStore {
         self.root.join("uploads").join(id)
     }
 
-    /// Starts an upload session in a repository; returns its id.
-    pub fn start(&self, namespace: &str, repository: &str) -> Result<String, BlobError> {
+    fn owner_path(&self, id: &str) -> PathBuf {
+        self.root.join("uploads").join(format!("{id}.repository"))
+    }
+
+    /// The file of an upload of this repository.
+    fn upload(&self, namespace: &str, repository: &str, id: &str) -> Result<PathBuf, BlobError> {
+        let ours = !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && std::fs::read_to_string(self.owner_path(id))
+                .is_ok_and(|owner| owner == format!("{namespace}/{repository}"));
+        if ours {
+            Ok(self.upload_path(id))
+        } else {
+            Err(BlobError::UnknownUpload(id.into()))
+        }
+    }
+
+    fn end(&self, id: &str) -> Result<(), BlobError> {
+        std::fs::remove_file(self.owner_path(id))?;
+        Ok(())
+    }
+}
+
+impl BlobStore for FsBlobStore {
+    fn start(&self, namespace: &str, repository: &str) -> Result<String, BlobError> {
         let id = crate::accounts::random_hex(16)?;
         std::fs::File::create(self.upload_path(&id))?;
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.clone(),
-                Upload {
-                    namespace: namespace.into(),
-                    repository: repository.into(),
-                },
-            );
+        std::fs::write(self.owner_path(&id), format!("{namespace}/{repository}"))?;
         Ok(id)
     }
 
-    /// The file of an upload of this repository, and its size so far.
-    pub fn upload(
+    fn upload_size(&self, namespace: &str, repository: &str, id: &str) -> Result<u64, BlobError> {
+        let path = self.upload(namespace, repository, id)?;
+        Ok(std::fs::metadata(path)?.len())
+    }
+
+    fn append(
         &self,
         namespace: &str,
         repository: &str,
         id: &str,
-    ) -> Result<(PathBuf, u64), BlobError> {
-        let known = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .is_some_and(|u| u.namespace == namespace && u.repository == repository);
-        if !known {
-            return Err(BlobError::UnknownUpload(id.into()));
-        }
-        let path = self.upload_path(id);
-        let size = std::fs::metadata(&path)?.len();
-        Ok((path, size))
+        chunk: &[u8],
+    ) -> Result<u64, BlobError> {
+        use std::io::Write;
+        let path = self.upload(namespace, repository, id)?;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        file.write_all(chunk)?;
+        Ok(file.metadata()?.len())
     }
 
-    /// Ends an upload session and removes its file.
-    pub fn cancel(&self, namespace: &str, repository: &str, id: &str) -> Result<(), BlobError> {
-        let (path, _) = self.upload(namespace, repository, id)?;
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+    fn cancel(&self, namespace: &str, repository: &str, id: &str) -> Result<(), BlobError> {
+        let path = self.upload(namespace, repository, id)?;
+        self.end(id)?;
         std::fs::remove_file(path)?;
         Ok(())
     }
 
-    /// Verifies an upload against `expected` and moves it into place; returns its size.
-    /// On a mismatch the session stays open with its bytes, as the spec allows a retry.
-    pub fn finish(
+    fn finish(
         &self,
         namespace: &str,
         repository: &str,
         id: &str,
         expected: &Digest,
     ) -> Result<u64, BlobError> {
-        let (path, size) = self.upload(namespace, repository, id)?;
+        let path = self.upload(namespace, repository, id)?;
+        let size = std::fs::metadata(&path)?.len();
         let actual = hash_file(&path)?;
         if actual != expected.to_string() {
             return Err(BlobError::DigestMismatch {
@@ -141,12 +185,14 @@ impl BlobStore {
                 actual,
             });
         }
-        std::fs::rename(&path, self.path(expected))?;
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        std::fs::rename(&path, self.blob_path(expected))?;
+        self.end(id)?;
         Ok(size)
+    }
+
+    fn read(&self, digest: &Digest) -> Result<BlobReader, BlobError> {
+        let file = std::fs::File::open(self.blob_path(digest))?;
+        Ok(Box::pin(tokio::fs::File::from_std(file)))
     }
 }
 

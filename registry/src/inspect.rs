@@ -2,13 +2,13 @@
 //! chain's verification, a tag's history, a policy preview, and plugin swaps.
 //! One function each, called by both.
 
-use crate::app::{App, Caller};
+use crate::app::App;
 use crate::errors::ApiError;
 use crate::oci::route::Name;
 use crate::policies::{self, Owner};
 use crate::store::StorageError;
 use tagguard_engine::audit::{CheckpointBreak, TagHistory, tag_history, verify_against};
-use tagguard_engine::{Plugin, Policy, PreviewReport, SwapOutcome, Tag};
+use tagguard_engine::{Policy, PreviewReport, Tag};
 
 /// The audit chain's verification status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,26 +120,4 @@ pub fn preview(
     app.guard
         .preview(&candidate, sample_limit.min(100))
         .map_err(policies::engine_error)
-}
-
-/// Swaps in the plugin component `bytes`, and keeps it for the next start.
-pub fn swap_plugin(app: &App, caller: &Caller, bytes: &[u8]) -> Result<SwapOutcome, ApiError> {
-    let candidate = Plugin::from_bytes(&app.runtime, bytes)
-        .map_err(|e| ApiError::invalid(format!("plugin: {e}")))?;
-    let swapped = app
-        .guard
-        .swap(&caller.actor(), candidate)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    crate::serve::remember_plugin(app, bytes).map_err(ApiError::internal)?;
-    Ok(swapped)
-}
-
-/// Rolls back to the plugin that served before the last swap.
-pub fn rollback_plugin(app: &App, caller: &Caller) -> Result<SwapOutcome, ApiError> {
-    let back = app
-        .guard
-        .rollback(&caller.actor())
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    crate::serve::forget_plugin(app).map_err(ApiError::internal)?;
-    Ok(back)
 }

@@ -10,6 +10,7 @@ mod errors;
 mod inspect;
 mod metrics;
 mod oci;
+mod plugins;
 mod policies;
 mod rest;
 mod serve;
@@ -41,6 +42,11 @@ enum Command {
         /// `admin` account is made on first start and its token printed once.
         #[arg(long)]
         tokens: Option<PathBuf>,
+        /// Database: `postgres://USER@HOST:PORT/DB` for PostgreSQL, which several
+        /// registry processes may share (give them one shared data directory too).
+        /// Without it, SQLite in the data directory.
+        #[arg(long)]
+        database: Option<String>,
     },
 }
 
@@ -58,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             data,
             tokens,
+            database,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -66,6 +73,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 data,
                 tokens,
+                database,
             }))
         }
     }

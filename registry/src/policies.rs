@@ -4,8 +4,9 @@
 
 use crate::app::{App, Caller};
 use crate::errors::ApiError;
-use crate::store::RunRow;
+use crate::store::{PolicyLock, RunRow};
 use axum::http::StatusCode;
+use std::ops::Range;
 use tagguard_engine::{EngineError, Policy, PolicyOutcome, RunTrigger, Scope};
 
 /// Where a policy lives: a namespace, or a repository in it.
@@ -70,6 +71,37 @@ pub fn engine_error(e: EngineError) -> ApiError {
         ),
         other => ApiError::internal(other),
     }
+}
+
+/// Where in `pattern` an engine error about it points, as a range of characters
+/// of the pattern trimmed (as the engine checks it): the carets of a regex parse
+/// error under its copy of the pattern, or an unsupported construct's "at
+/// position N" (one character). `None` when the message points nowhere in it.
+pub fn pattern_error_span(pattern: &str, message: &str) -> Option<Range<usize>> {
+    let pattern: Vec<char> = pattern.trim().chars().collect();
+    if pattern.is_empty() {
+        return None;
+    }
+    let text: String = pattern.iter().collect();
+    let lines: Vec<&str> = message.lines().collect();
+    for pair in lines.windows(2) {
+        let (copy, marks) = (pair[0], pair[1]);
+        if !copy.ends_with(&text)
+            || !marks.contains('^')
+            || !marks.chars().all(|c| c == ' ' || c == '^')
+        {
+            continue;
+        }
+        let indent = copy.chars().count() - pattern.len();
+        let marks: Vec<char> = marks.chars().collect();
+        let first = marks.iter().position(|&c| c == '^')?.checked_sub(indent)?;
+        let last = marks.iter().rposition(|&c| c == '^')?.checked_sub(indent)?;
+        return Some(first.min(pattern.len())..(last + 1).min(pattern.len()).max(first));
+    }
+    let (_, after) = message.split_once(" at position ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    let at = digits.parse::<usize>().ok()?.min(pattern.len());
+    Some(at..(at + 1).min(pattern.len()))
 }
 
 /// A policy stored, with the run that applied it.
@@ -139,8 +171,25 @@ fn ended(
     }
 }
 
+/// The lock every policy change and run holds, across every registry process on the
+/// database: a candidate is validated against the policies that exist when it is
+/// stored, and one run applies at a time.
+fn policy_lock(app: &App) -> Result<PolicyLock, ApiError> {
+    app.store.lock_policies().map_err(ApiError::internal)
+}
+
+/// `policy` as stored now (read under the policy lock): another request may have
+/// changed or deleted it since the caller read it.
+fn still_stored(app: &App, policy: &Policy) -> Result<Policy, ApiError> {
+    app.store
+        .policy(&policy.uuid)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("immutability policy not found"))
+}
+
 /// Validates `candidate` against the namespace's other policies, tracks a run for it,
-/// and lets `store` store it and run it (the engine's create or update).
+/// and lets `store` store it and run it (the engine's create or update). The caller
+/// holds the policy lock.
 fn tracked(
     app: &App,
     caller: &Caller,
@@ -148,7 +197,6 @@ fn tracked(
     trigger: &str,
     store: impl FnOnce(&[Policy]) -> Result<PolicyOutcome, EngineError>,
 ) -> Result<Applied, ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
     let existing: Vec<Policy> = app
         .store
         .namespace_policies(&candidate.namespace)
@@ -176,6 +224,7 @@ pub fn create(
     matches: bool,
 ) -> Result<Applied, ApiError> {
     let candidate = owner.candidate(new_uuid()?, pattern, matches);
+    let _serial = policy_lock(app)?;
     tracked(app, caller, &candidate, "policy_created", |existing| {
         app.guard
             .create_policy(&caller.actor(), &candidate, existing)
@@ -190,6 +239,8 @@ pub fn update(
     pattern: &str,
     matches: bool,
 ) -> Result<Applied, ApiError> {
+    let _serial = policy_lock(app)?;
+    let before = &still_stored(app, before)?;
     let candidate = Policy {
         tag_pattern: pattern.into(),
         tag_pattern_matches: matches,
@@ -203,7 +254,8 @@ pub fn update(
 
 /// Deletes a policy with its record.
 pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = policy_lock(app)?;
+    let policy = &still_stored(app, policy)?;
     app.guard
         .delete_policy(&caller.actor(), policy)
         .map_err(engine_error)?;
@@ -214,7 +266,7 @@ pub fn delete(app: &App, caller: &Caller, policy: &Policy) -> Result<(), ApiErro
 /// Finishes a run that stopped: applies its policy again, and marks the old run as
 /// finished by the new one. Returns the old run, updated.
 pub fn finish(app: &App, caller: &Caller, id: i64) -> Result<RunRow, ApiError> {
-    let _serial = app.policy_changes.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = policy_lock(app)?;
     let old = app
         .store
         .run(id)
@@ -255,4 +307,42 @@ pub fn finish(app: &App, caller: &Caller, id: i64) -> Result<RunRow, ApiError> {
         .run(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::internal("the run row vanished"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_error_span;
+
+    #[test]
+    fn a_regex_parse_errors_carets_mark_the_span_in_the_trimmed_pattern() {
+        let message = "plugin p, call validate-policy: invalid policy: tag-pattern: does not \
+                       compile: regex parse error:\n    v1.(\n       ^\nerror: unclosed group";
+        assert_eq!(pattern_error_span("v1.(", message), Some(3..4));
+        assert_eq!(pattern_error_span("  v1.(  ", message), Some(3..4));
+        let wide = "regex parse error:\n    a{2,1}\n     ^^^^^\nerror: invalid repetition";
+        assert_eq!(pattern_error_span("a{2,1}", wide), Some(1..6));
+        let non_ascii = "regex parse error:\n    é(\n     ^\nerror: unclosed group";
+        assert_eq!(pattern_error_span("é(", non_ascii), Some(1..2));
+    }
+
+    #[test]
+    fn an_unsupported_constructs_position_marks_one_character() {
+        let message = "invalid policy: tag-pattern: look-around at position 2 is not supported";
+        assert_eq!(pattern_error_span("ab(?=x)", message), Some(2..3));
+        let at_end = "tag-pattern: something at position 9 is not supported";
+        assert_eq!(pattern_error_span("abc", at_end), Some(3..3));
+    }
+
+    #[test]
+    fn a_message_without_a_position_marks_nothing() {
+        assert_eq!(
+            pattern_error_span("v1", "tag-pattern: duplicates policy x in the same scope"),
+            None
+        );
+        assert_eq!(
+            pattern_error_span("other", "regex parse error:\n    v1.(\n       ^\n"),
+            None
+        );
+        assert_eq!(pattern_error_span("  ", "at position 0"), None);
+    }
 }

@@ -475,6 +475,7 @@ async fn log_page(
                 .transpose()?,
             end_time: q.get("endtime").map(|t| time_bound(t, true)).transpose()?,
             limit: LOG_PAGE + 1,
+            ..LogQuery::default()
         };
     let store = call.app.store.clone();
     let mut entries = blocking(move || store.log(&query))
@@ -548,12 +549,12 @@ async fn tagguard(call: Call, rest: &str) -> Result<Response> {
         (Method::PUT, ["plugin"]) => {
             require_admin(&caller, "swapping the plugin")?;
             let bytes = body_bytes(call.body, MAX_PLUGIN).await?;
-            let swapped = blocking(move || inspect::swap_plugin(&app, &caller, &bytes)).await?;
+            let swapped = blocking(move || crate::plugins::swap(&app, &caller, &bytes)).await?;
             Ok(json_response(StatusCode::OK, swap_view(&swapped)))
         }
         (Method::POST, ["plugin", "rollback"]) => {
             require_admin(&caller, "rolling the plugin back")?;
-            let back = blocking(move || inspect::rollback_plugin(&app, &caller)).await?;
+            let back = blocking(move || crate::plugins::rollback(&app, &caller)).await?;
             Ok(json_response(StatusCode::OK, swap_view(&back)))
         }
         (Method::GET, ["repository", ..]) if rest.ends_with("/history") => {

@@ -3,10 +3,11 @@
 
 use crate::accounts::Accounts;
 use crate::app::{App, Shared, blocking};
-use crate::blobs::BlobStore;
+use crate::blobs::FsBlobStore;
 use crate::console::session::Sessions;
-use crate::store::Storage;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Storage, StorageError};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -29,6 +30,81 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// The tokens file; without one, an `admin` account is made on first start.
     pub tokens: Option<PathBuf>,
+    /// The database: `postgres://...` (several registry processes may share it), or
+    /// `None` for SQLite in the data directory.
+    pub database: Option<String>,
+}
+
+/// Opens the database the options name.
+fn open_store(options: &ServeOptions, key: CheckpointKey) -> anyhow::Result<Arc<dyn Storage>> {
+    match options.database.as_deref() {
+        None => Ok(Arc::new(SqliteStore::open(
+            &options.data.join("registry.db"),
+            key,
+        )?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PostgresStore::connect(url, key)
+                .with_context(|| format!("--database {}", redacted(url)))?;
+            Ok(Arc::new(store))
+        }
+        Some(other) => anyhow::bail!(
+            "--database: {:?} is not a postgres:// URL (without --database, SQLite in the data directory serves)",
+            redacted(other)
+        ),
+    }
+}
+
+/// A database URL without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Marks the runs another process left `running` when it stopped as `incomplete`,
+/// if no run holds the policy lock now; returns how many.
+pub fn sweep_runs(store: &dyn Storage) -> Result<u64, StorageError> {
+    match store.try_lock_policies()? {
+        Some(_held) => store.interrupt_runs(),
+        None => Ok(0),
+    }
+}
+
+/// What a process does beside requests: follows plugin swaps made by other processes
+/// on the database, and finds runs whose process stopped.
+async fn keep_in_step(app: Shared) {
+    let mut tick = tokio::time::interval(crate::plugins::FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let a = app.clone();
+        let sweep = n.is_multiple_of(5);
+        blocking(move || {
+            if let Err(e) = crate::plugins::follow(&a) {
+                tracing::warn!(error = %e, "following the plugin the database serves");
+            }
+            if sweep {
+                match sweep_runs(a.store.as_ref()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        interrupted = n,
+                        "retroactive runs were cut short when their registry process stopped; POST /api/v1/tagguard/runs/ID/apply finishes them"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "checking for interrupted runs"),
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Writes a file only the owner may read, creating it.
@@ -56,48 +132,13 @@ pub fn checkpoint_key(data: &Path) -> anyhow::Result<CheckpointKey> {
         .with_context(|| format!("{}: not a usable key", path.display()))
 }
 
-const ACTIVE: &str = "plugin.active";
-const PREVIOUS: &str = "plugin.previous";
-
-/// Keeps a swapped-in plugin in `DATA/plugins/`, so a restart serves it again.
-pub fn remember_plugin(app: &App, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = app.data.join("plugins");
-    std::fs::create_dir_all(&dir)?;
-    let digest = crate::digest::Digest::of(bytes);
-    let path = dir.join(format!("{}.wasm", digest.hex()));
-    if !path.exists() {
-        std::fs::write(&path, bytes)?;
-    }
-    let active = app.store.meta(ACTIVE)?.unwrap_or_default();
-    app.store.set_meta(PREVIOUS, &active)?;
-    app.store.set_meta(ACTIVE, &path.display().to_string())?;
-    Ok(())
-}
-
-/// After a rollback, the previous plugin is the one a restart serves.
-pub fn forget_plugin(app: &App) -> anyhow::Result<()> {
-    let previous = app.store.meta(PREVIOUS)?.unwrap_or_default();
-    app.store.set_meta(ACTIVE, &previous)?;
-    app.store.set_meta(PREVIOUS, "")?;
-    Ok(())
-}
-
-/// The plugin that served last: the one swapped in, or the default.
-fn load_plugin(runtime: &Runtime, store: &dyn Storage) -> anyhow::Result<Plugin> {
-    match store.meta(ACTIVE)?.filter(|p| !p.is_empty()) {
-        Some(path) => Plugin::from_file(runtime, &path)
-            .with_context(|| format!("loading the plugin that served last ({path})")),
-        None => Ok(Plugin::default_plugin(runtime)?),
-    }
-}
-
 /// Opens everything under the data directory and builds the shared state.
 pub fn open(options: &ServeOptions) -> anyhow::Result<(Shared, Option<String>)> {
     std::fs::create_dir_all(&options.data)
         .with_context(|| format!("creating {}", options.data.display()))?;
     let key = checkpoint_key(&options.data)?;
-    let store = Arc::new(SqliteStore::open(&options.data.join("registry.db"), key)?);
-    let interrupted = store.interrupt_runs()?;
+    let store = open_store(options, key)?;
+    let interrupted = sweep_runs(store.as_ref())?;
     if interrupted > 0 {
         tracing::warn!(
             interrupted,
@@ -108,13 +149,16 @@ pub fn open(options: &ServeOptions) -> anyhow::Result<(Shared, Option<String>)> 
         cache_dir: Some(options.data.join("cache")),
         ..RuntimeConfig::default()
     })?;
-    let plugin = load_plugin(&runtime, store.as_ref())?;
-    let guard = TagGuard::new(plugin, store.clone(), store.clone(), Settings::default())?;
+    let default = Plugin::default_plugin(&runtime)?;
+    crate::plugins::store_default(store.as_ref(), &default)?;
+    let as_tags: Arc<dyn tagguard_engine::TagStore> = store.clone();
+    let as_sink: Arc<dyn tagguard_engine::AuditSink> = store.clone();
+    let guard = TagGuard::new(default, as_tags, as_sink, Settings::default())?;
     let (accounts, fresh) = match &options.tokens {
         Some(path) => (Accounts::from_file(path)?, None),
         None => Accounts::admin_in(&options.data)?,
     };
-    let blobs = BlobStore::open(&options.data)?;
+    let blobs = Arc::new(FsBlobStore::open(&options.data)?);
     let sessions = Sessions::new(crate::accounts::random_hex(32)?);
     let app = App::new(
         store,
@@ -125,6 +169,7 @@ pub fn open(options: &ServeOptions) -> anyhow::Result<(Shared, Option<String>)> 
         options.data.clone(),
         sessions,
     );
+    crate::plugins::follow(&app).context("loading the plugin the database says serves")?;
     Ok((Arc::new(app), fresh))
 }
 
@@ -196,6 +241,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let local = listener.local_addr()?;
+    tokio::spawn(keep_in_step(app.clone()));
     let stamp = app.guard.stamp();
     tracing::info!(plugin = %stamp, data = %options.data.display(), "tagguard-registry ready");
     println!("listening on http://{local}");

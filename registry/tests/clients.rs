@@ -26,76 +26,6 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(300);
 // ---------------------------------------------------------------------------
 // Images built offline with umoci
 
-/// An OCI layout `dir/img` with `base` (empty) and one image per name, each
-/// adding the file `/<name>.txt` with its own content to the base.
-fn umoci_images(dir: &Path, names: &[&str]) -> PathBuf {
-    let layout = dir.join("img");
-    let layout_s = layout.to_str().expect("utf-8 path");
-    run_cmd(
-        Command::new("umoci").args(["init", "--layout", layout_s]),
-        CMD_TIMEOUT,
-    )
-    .ok();
-    run_cmd(
-        Command::new("umoci").args(["new", "--image", &format!("{layout_s}:base")]),
-        CMD_TIMEOUT,
-    )
-    .ok();
-    for name in names {
-        let bundle = dir.join(format!("bundle-{name}"));
-        let bundle_s = bundle.to_str().expect("utf-8 path");
-        run_cmd(
-            Command::new("umoci").args([
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{layout_s}:base"),
-                bundle_s,
-            ]),
-            CMD_TIMEOUT,
-        )
-        .ok();
-        fs::write(
-            bundle.join("rootfs").join(format!("{name}.txt")),
-            format!("this is image {name}\n"),
-        )
-        .expect("write file into bundle");
-        run_cmd(
-            Command::new("umoci").args([
-                "repack",
-                "--image",
-                &format!("{layout_s}:{name}"),
-                bundle_s,
-            ]),
-            CMD_TIMEOUT,
-        )
-        .ok();
-    }
-    layout
-}
-
-fn skopeo_copy(
-    server: &Server,
-    layout: &Path,
-    name: &str,
-    dest: &str,
-    digestfile: &Path,
-) -> CmdOutput {
-    run_cmd(
-        Command::new("skopeo").args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &ALICE.creds(),
-            "--digestfile",
-            digestfile.to_str().expect("utf-8 path"),
-            &format!("oci:{}:{name}", layout.display()),
-            &server.image(dest),
-        ]),
-        CMD_TIMEOUT,
-    )
-}
-
 fn skopeo_delete(server: &Server, image: &str) -> CmdOutput {
     run_cmd(
         Command::new("skopeo").args([
@@ -183,16 +113,6 @@ fn names_policy(list: &Value, uuid: &str) -> bool {
 }
 
 /// GET a manifest with the usual Accept header.
-fn get_manifest(server: &Server, repo: &str, reference: &str) -> Response {
-    server.request(
-        "GET",
-        &format!("/v2/{repo}/manifests/{reference}"),
-        ALICE,
-        &[("Accept", MANIFEST_ACCEPT)],
-        b"",
-    )
-}
-
 /// A server with `org/app:v1.0.0` pushed by skopeo from image `v1` of a
 /// umoci layout, then an org policy `v1\..*` created by alice.
 struct SkopeoSetup {
@@ -1094,42 +1014,6 @@ fn any_account_sets_a_tag_immutable_but_only_an_admin_clears_it() {
 
 /// Pushes `seed` to `org/app:seed` and PUTs its manifest to every tag name
 /// with one curl process; returns the manifest bytes.
-fn seed_tags(server: &Server, dir: &TempDir, tags: &[String]) -> (Vec<u8>, Duration) {
-    server.push_image("org/app", "seed", "seed image", ALICE);
-    let got = get_manifest(server, "org/app", "seed").expect(200);
-    let content_type = got
-        .header("content-type")
-        .expect("manifest Content-Type")
-        .to_owned();
-    let bulk = bulk_put_tags(
-        server,
-        dir.path(),
-        "org/app",
-        &got.body,
-        &content_type,
-        tags,
-    );
-    let created = bulk.codes.get("201").copied().unwrap_or(0);
-    assert_eq!(
-        created,
-        tags.len(),
-        "every tag PUT answers 201; got {:?}",
-        bulk.codes
-    );
-    eprintln!("pushed {} tags in {:.1?}", tags.len(), bulk.elapsed);
-    (got.body, bulk.elapsed)
-}
-
-/// The `tag_made_immutable_by_policy` records of `logs`, by tag.
-fn marks_by_tag(logs: &[Value]) -> BTreeMap<String, Vec<&Value>> {
-    let mut by_tag: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for e in of_kind(logs, "tag_made_immutable_by_policy") {
-        let tag = log_tag(e).unwrap_or_else(|| panic!("record without a tag: {e}"));
-        by_tag.entry(tag.to_owned()).or_default().push(e);
-    }
-    by_tag
-}
-
 #[test]
 fn policy_over_1000_existing_tags_logs_each_tag_once_with_its_run() {
     if !clients_available(
@@ -1320,7 +1204,7 @@ fn pushes_during_a_retroactive_run_all_end_immutable_with_one_record_each() {
         policy["run"]["count"].as_u64().expect("run count"),
         "the run's count is its records"
     );
-    if let Some(in_db) = immutable_tags_in_db(&server) {
+    if let Some(in_db) = server.immutable_tags_in_db() {
         assert_eq!(in_db, all, "every tag is immutable in SQLite");
     }
     let verify = server.verify();
@@ -1624,26 +1508,6 @@ fn crash_tag_count() -> usize {
         .unwrap_or(100_000)
 }
 
-/// The names of alive, non-hidden, immutable tags straight from SQLite.
-fn immutable_tags_in_db(server: &Server) -> Option<BTreeSet<String>> {
-    if !on_path("sqlite3") {
-        assert!(
-            !clients_required(),
-            "sqlite3 not installed (TAGGUARD_REQUIRE_CLIENTS=1)"
-        );
-        return None;
-    }
-    let db = server.data.join("registry.db");
-    let out = run_cmd(
-        Command::new("sqlite3").arg("-readonly").arg(&db).arg(
-            "SELECT name FROM tag WHERE lifetime_end_ms IS NULL AND hidden = 0 AND immutable = 1;",
-        ),
-        CMD_TIMEOUT,
-    )
-    .ok();
-    Some(out.stdout.lines().map(str::to_owned).collect())
-}
-
 fn history(server: &Server, tag: &str) -> Value {
     server
         .get(
@@ -1782,14 +1646,14 @@ fn kill_during_retroactive_run_leaves_a_verified_log_and_an_incomplete_run_that_
         run
     );
     assert!(marked.is_subset(&all), "records for tags that do not exist");
-    match immutable_tags_in_db(&server) {
+    match server.immutable_tags_in_db() {
         Some(in_db) => assert_eq!(
             in_db
                 .symmetric_difference(&marked)
                 .take(20)
                 .collect::<Vec<_>>(),
             Vec::<&String>::new(),
-            "immutable tags in SQLite ({}) and tags with a record ({}) differ (first 20 shown)",
+            "immutable tags in the database ({}) and tags with a record ({}) differ (first 20 shown)",
             in_db.len(),
             marked.len()
         ),
@@ -1850,7 +1714,7 @@ fn kill_during_retroactive_run_leaves_a_verified_log_and_an_incomplete_run_that_
     );
     let marked: BTreeSet<String> = by_tag.keys().cloned().collect();
     assert_eq!(marked, all, "every tag has its record after apply");
-    if let Some(in_db) = immutable_tags_in_db(&server) {
+    if let Some(in_db) = server.immutable_tags_in_db() {
         assert_eq!(in_db, all, "every tag is immutable in SQLite after apply");
     }
     // A new manifest (its blobs uploaded, no tag) to write over a few tags.

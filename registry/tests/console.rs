@@ -2,6 +2,8 @@
 //! WebDriver protocol. Sign in, push with skopeo, preview then create a policy
 //! through the form, see the lock badge and the history of the marked tag, see a
 //! refused overwrite in the log, and see verification turn red at an edited entry.
+//! Signing in is done with the keyboard alone, checking the focus order and that
+//! the focused control shows a focus ring.
 //! Skips when chromium, chromedriver, skopeo or umoci is missing, unless
 //! TAGGUARD_REQUIRE_CLIENTS=1.
 
@@ -15,56 +17,36 @@ use support::*;
 
 const CMD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// WebDriver's Tab key.
+const TAB: &str = "\u{E004}";
+
+/// WebDriver's Enter key.
+const ENTER: &str = "\u{E007}";
+
 /// WebDriver's key for an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// One WebDriver request: chromedriver keeps connections open, so the answer is
-/// read up to its `Content-Length` rather than to the end of the stream.
+/// One WebDriver request, through the tests' one HTTP client (which reads the
+/// answer by its length: chromedriver keeps connections open).
 fn webdriver(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> std::io::Result<(u16, Value)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let r = try_http(
+        addr,
+        method,
+        path,
+        Auth::None,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+        Duration::from_secs(120),
     )?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + length {
-                let status = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let value =
-                    serde_json::from_slice(&raw[end + 4..end + 4 + length]).unwrap_or(Value::Null);
-                return Ok((status, value));
-            }
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "WebDriver closed the connection",
+    Ok((
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
     ))
 }
 
@@ -179,6 +161,66 @@ impl Browser {
             .to_string()
     }
 
+    /// Presses and releases each key in turn (WebDriver key actions), sent to
+    /// whatever has the focus, as a keyboard would.
+    fn keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|k| {
+                [
+                    json!({"type": "keyDown", "value": k.to_string()}),
+                    json!({"type": "keyUp", "value": k.to_string()}),
+                ]
+            })
+            .collect();
+        self.call(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        );
+        self.call("DELETE", "/actions", json!({}));
+    }
+
+    /// The focused element's reference.
+    fn active(&self) -> String {
+        let v = self.call("GET", "/element/active", json!({}));
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("nothing has the focus: {v}"))
+            .to_string()
+    }
+
+    /// An attribute of the focused element.
+    fn active_attribute(&self, name: &str) -> String {
+        let id = self.active();
+        self.call("GET", &format!("/element/{id}/attribute/{name}"), json!({}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A computed style property of the focused element.
+    fn active_css(&self, property: &str) -> String {
+        let id = self.active();
+        self.call("GET", &format!("/element/{id}/css/{property}"), json!({}))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Checks that the focused element shows the console's focus ring.
+    fn assert_focus_visible(&self, what: &str) {
+        let (style, width, shadow) = (
+            self.active_css("outline-style"),
+            self.active_css("outline-width"),
+            self.active_css("box-shadow"),
+        );
+        assert!(
+            style == "solid" && width == "3px" && shadow != "none",
+            "{what}: no visible focus ring (outline {style} {width}, shadow {shadow})"
+        );
+    }
+
     fn source(&self) -> String {
         self.call("GET", "/source", json!({}))
             .as_str()
@@ -270,16 +312,39 @@ fn an_auditor_sees_why_a_tag_is_immutable_a_refused_overwrite_and_a_tampered_log
     let base = format!("http://{}", server.addr());
     let browser = Browser::start(&dir.join("profile"));
 
-    // Sign in with the form.
+    // Sign in with the keyboard alone: Tab reaches the account, the token and
+    // the button in order, each with a visible focus ring; Enter submits.
     browser.goto(&format!("{base}/console/login"));
-    browser.type_into("#name", "alice");
-    browser.type_into("#secret", "s3cret");
-    browser.click("button[type=submit]");
+    browser.keys(TAB);
+    assert_eq!(
+        browser.active_attribute("id"),
+        "name",
+        "{}",
+        browser.source()
+    );
+    browser.assert_focus_visible("the account field");
+    browser.keys("alice");
+    browser.keys(TAB);
+    assert_eq!(browser.active_attribute("id"), "secret");
+    browser.assert_focus_visible("the token field");
+    browser.keys("s3cret");
+    browser.keys(TAB);
+    assert_eq!(browser.active_attribute("type"), "submit");
+    browser.assert_focus_visible("the sign-in button");
+    browser.keys(ENTER);
     assert!(
         browser.source().contains("Signed in as"),
         "{}",
         browser.source()
     );
+    // On a signed-in page, Tab reaches the navigation's first link, ringed.
+    browser.keys(TAB);
+    assert!(
+        browser.active_attribute("href").ends_with("/console/"),
+        "{}",
+        browser.source()
+    );
+    browser.assert_focus_visible("a navigation link");
 
     // Preview a policy, then create it from the same form.
     browser.goto(&format!("{base}/console/organization/org/policies"));
@@ -292,14 +357,27 @@ fn an_auditor_sees_why_a_tag_is_immutable_a_refused_overwrite_and_a_tampered_log
         browser.source()
     );
     browser.click("button[value=create]");
-    let policies = server
-        .get("/api/v1/organization/org/immutabilitypolicy/", ALICE)
-        .expect(200)
-        .json();
-    let uuid = policies["policies"][0]["uuid"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{policies}"))
-        .to_string();
+    // The click may return before the form's POST lands: wait for the policy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let uuid = loop {
+        let policies = server
+            .get("/api/v1/organization/org/immutabilitypolicy/", ALICE)
+            .expect(200)
+            .json();
+        if let Some(uuid) = policies["policies"][0]["uuid"].as_str() {
+            break uuid.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{policies}: {}",
+            browser.source()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // And for the page it redirects to.
+    while !browser.source().contains(&uuid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         browser.source().contains(&uuid),
         "the list shows it: {}",

@@ -369,8 +369,13 @@ fn the_login_form_starts_a_strict_http_only_session_and_forms_need_its_token() {
         &[],
         &[("name", "alice"), ("secret", "nope")],
     );
-    assert_eq!(wrong.status, 403, "{}", wrong.describe());
+    assert_eq!(wrong.status, 401, "{}", wrong.describe());
     assert!(wrong.header("set-cookie").is_none());
+    assert!(
+        wrong.text().contains("Sign-in failed") && wrong.text().contains("<label for=\"secret\">"),
+        "the form again, with why: {}",
+        wrong.describe()
+    );
     let login = post_form(
         &s,
         "/console/login",
@@ -498,4 +503,523 @@ fn an_admin_rolls_the_plugin_back_and_finishes_nothing_that_completed() {
         "a completed run is not finished again: {}",
         r.describe()
     );
+}
+
+/// Signs in with the login form: the session cookie and the form token it gets.
+fn session(s: &Server, name: &str, secret: &str) -> (String, String) {
+    let login = post_form(
+        s,
+        "/console/login",
+        Auth::None,
+        &[],
+        &[("name", name), ("secret", secret)],
+    );
+    assert_eq!(login.status, 303, "{}", login.describe());
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = s
+        .request("GET", "/console/", Auth::None, &[("Cookie", &cookie)], b"")
+        .expect(200)
+        .text();
+    let token = form_token(&html);
+    (cookie, token)
+}
+
+/// The text between `start` and the next `end` after it.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let at = html.find(start)? + start.len();
+    html[at..].find(end).map(|e| &html[at..at + e])
+}
+
+#[test]
+fn a_bad_pattern_is_shown_with_the_engines_position_marked() {
+    let (_dir, s) = server("console-mark");
+    s.push_image("org/app", "v1", "a", ALICE);
+    let path = "/console/organization/org/policies";
+    let token = form_token(&page(&s, path, ALICE));
+    for action in ["preview", "create"] {
+        let r = post_form(
+            &s,
+            path,
+            ALICE,
+            &[],
+            &[("token", &token), ("action", action), ("pattern", " v1.( ")],
+        );
+        assert_eq!(r.status, 400, "{action}: {}", r.describe());
+        let html = r.text();
+        assert!(
+            html.contains("unclosed group"),
+            "{action}: the engine's error: {html}"
+        );
+        assert!(
+            html.contains("<code>v1.<mark>(</mark></code>"),
+            "{action}: the fourth character is marked: {html}"
+        );
+        assert!(
+            html.contains("At character 4 of the pattern"),
+            "{action}: the position in words: {html}"
+        );
+        assert!(
+            html.contains("<span aria-hidden=\"true\">   ^</span>"),
+            "{action}: a caret under it: {html}"
+        );
+        let field = between(&html, "<input id=\"pattern\"", ">").unwrap();
+        assert!(
+            field.contains("aria-invalid=\"true\"")
+                && field.contains("aria-describedby=\"policy-error\""),
+            "{action}: {field}"
+        );
+    }
+    assert!(policies(&s).is_empty());
+
+    // An edit is marked the same way, on the policy's own field.
+    s.create_org_policy("org", "v.*", ALICE).expect(201);
+    let uuid = policies(&s)[0]["uuid"].as_str().unwrap().to_string();
+    let r = post_form(
+        &s,
+        &format!("{path}/{uuid}"),
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "update"), ("pattern", "ab[c")],
+    );
+    assert_eq!(r.status, 400, "{}", r.describe());
+    let html = r.text();
+    assert!(html.contains("<code>ab<mark>[</mark>c</code>"), "{html}");
+    let field = between(&html, &format!("<input id=\"edit-{uuid}\""), ">").unwrap();
+    assert!(field.contains("aria-invalid=\"true\""), "{field}");
+    assert_eq!(policies(&s)[0]["tagPattern"], "v.*", "nothing changed");
+}
+
+#[test]
+fn a_repositorys_policies_page_lists_inherited_ones_and_changes_its_own() {
+    let (_dir, s) = server("console-repo-policies");
+    for tag in ["v1", "v2", "latest", "stable"] {
+        s.push_image("org/app", tag, tag, ALICE);
+    }
+    s.push_image("org/other", "v1", "o", ALICE);
+    s.create_org_policy("org", "stable", ALICE).expect(201);
+    let org_uuid = policies(&s)[0]["uuid"].as_str().unwrap().to_string();
+    let repo_api = "/api/v1/repository/org/app/immutabilitypolicy/";
+    let repo_policies = || -> Vec<Value> {
+        s.get(repo_api, ALICE).expect(200).json()["policies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let path = "/console/repository/org/app/policies";
+    let tags = page(&s, "/console/repository/org/app", BOB);
+    assert!(tags.contains(&format!("href=\"{path}\"")), "linked: {tags}");
+
+    let html = page(&s, path, ALICE);
+    let inherited = between(&html, &org_uuid, "</tr>").map(|_| {
+        let at = html.find(&org_uuid).unwrap();
+        &html[html[..at].rfind("<tr>").unwrap()..at]
+    });
+    let row = inherited.unwrap_or_else(|| panic!("the org's policy is listed: {html}"));
+    assert!(
+        row.contains("inherited from <a href=\"/console/organization/org/policies\">"),
+        "{row}"
+    );
+    assert!(
+        !html.contains(&format!("action=\"{path}/{org_uuid}\"")),
+        "no edit form for an inherited policy: {html}"
+    );
+    assert!(
+        !html.contains("id=\"repository\""),
+        "the owner is fixed: {html}"
+    );
+    let token = form_token(&html);
+
+    // Preview: only this repository's tags count.
+    let preview = post_form(
+        &s,
+        path,
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "preview"), ("pattern", "v.*")],
+    )
+    .expect(200)
+    .text();
+    assert!(
+        preview.contains("<strong id=\"preview-count\">2</strong>"),
+        "{preview}"
+    );
+    assert!(!preview.contains("org/other:v1"), "{preview}");
+    assert!(repo_policies().is_empty(), "a preview stores nothing");
+
+    // Create, edit, delete: the REST API sees each change.
+    let created = post_form(
+        &s,
+        path,
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "create"), ("pattern", "v.*")],
+    );
+    assert_eq!(created.status, 303, "{}", created.describe());
+    assert_eq!(created.header("location"), Some(path));
+    let list = repo_policies();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["tagPattern"], "v.*");
+    let uuid = list[0]["uuid"].as_str().unwrap().to_string();
+    let other = page(&s, "/console/repository/org/other", BOB);
+    assert!(
+        !tag_row(&other, "v1").contains("class=\"lock\""),
+        "another repository is untouched: {other}"
+    );
+    let app = page(&s, "/console/repository/org/app", BOB);
+    assert!(tag_row(&app, "v2").contains("class=\"lock\""), "{app}");
+
+    let one = format!("{path}/{uuid}");
+    post_form(
+        &s,
+        &one,
+        ALICE,
+        &[],
+        &[
+            ("token", &token),
+            ("action", "update"),
+            ("pattern", "latest"),
+        ],
+    )
+    .expect(303);
+    assert_eq!(repo_policies()[0]["tagPattern"], "latest");
+    // The organization's policy cannot be changed from here.
+    let r = post_form(
+        &s,
+        &format!("{path}/{org_uuid}"),
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "delete")],
+    );
+    assert_eq!(r.status, 404, "{}", r.describe());
+    assert_eq!(policies(&s)[0]["uuid"], org_uuid.as_str(), "still there");
+
+    // A non-admin reads the page without forms, and is refused on every post.
+    let bob_page = page(&s, path, BOB);
+    assert!(
+        bob_page.contains(&uuid) && !bob_page.contains("<form"),
+        "{bob_page}"
+    );
+    let (cookie, bob_token) = session(&s, "bob", "hunter2");
+    let with = [("Cookie", cookie.as_str())];
+    for (p, action) in [
+        (path, "create"),
+        (one.as_str(), "update"),
+        (one.as_str(), "delete"),
+    ] {
+        let r = post_form(
+            &s,
+            p,
+            Auth::None,
+            &with,
+            &[
+                ("token", &bob_token),
+                ("action", action),
+                ("pattern", "x.*"),
+            ],
+        );
+        assert_eq!(r.status, 403, "{action}: {}", r.describe());
+    }
+    assert_eq!(
+        repo_policies()[0]["tagPattern"],
+        "latest",
+        "nothing changed"
+    );
+
+    post_form(
+        &s,
+        &one,
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "delete")],
+    )
+    .expect(303);
+    assert!(repo_policies().is_empty());
+    assert_eq!(
+        s.get("/console/repository/org/nope/policies", ALICE).status,
+        404
+    );
+}
+
+/// A `multipart/form-data` body with the form token and one `plugin` file.
+fn multipart(token: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "tagguard-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n{token}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"plugin\"; filename=\"p.wasm\"\r\n\
+         Content-Type: application/wasm\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn an_admin_swaps_a_plugin_in_through_the_upload_form_and_a_non_component_is_refused() {
+    let (_dir, s) = server("console-swap");
+    let swaps = |s: &Server| {
+        s.all_logs("/api/v1/tagguard/logs")
+            .iter()
+            .filter(|e| e["entry"]["kind"] == "immutability_plugin_swapped")
+            .count()
+    };
+    let plugin = page(&s, "/console/plugin", ALICE);
+    let token = form_token(&plugin);
+
+    let (kind, body) = multipart(&token, b"\0asm but not a component");
+    let refused = s.request(
+        "POST",
+        "/console/plugin/swap",
+        ALICE,
+        &[("Content-Type", &kind)],
+        &body,
+    );
+    assert_eq!(refused.status, 400, "{}", refused.describe());
+    assert!(
+        refused.text().contains("class=\"bad\" role=\"alert\"")
+            && refused.text().contains("plugin:"),
+        "a clear error: {}",
+        refused.describe()
+    );
+    assert!(page(&s, "/console/plugin", ALICE).contains("<dd>1</dd>"));
+    assert_eq!(swaps(&s), 0, "nothing swapped");
+
+    let glob = std::fs::read(tagguard_engine::built_plugin_path("glob-policy"))
+        .expect("the build made glob-policy");
+    let (kind, body) = multipart(&token, &glob);
+    let r = s.request(
+        "POST",
+        "/console/plugin/swap",
+        ALICE,
+        &[("Content-Type", &kind)],
+        &body,
+    );
+    assert_eq!(r.status, 303, "{}", r.describe());
+    assert_eq!(r.header("location"), Some("/console/plugin"));
+    let after = page(&s, "/console/plugin", ALICE);
+    assert!(after.contains("<dd>2</dd>"), "generation 2: {after}");
+    assert!(
+        after.contains("<dd>tagguard-glob</dd>"),
+        "the new plugin's name: {after}"
+    );
+    assert_eq!(swaps(&s), 1, "one swap record");
+
+    // A non-admin's upload is refused.
+    let (cookie, bob_token) = session(&s, "bob", "hunter2");
+    let (kind, body) = multipart(&bob_token, &glob);
+    let r = s.request(
+        "POST",
+        "/console/plugin/swap",
+        Auth::None,
+        &[("Content-Type", &kind), ("Cookie", &cookie)],
+        &body,
+    );
+    assert_eq!(r.status, 403, "{}", r.describe());
+    assert_eq!(swaps(&s), 1);
+}
+
+/// The value of attribute `name` in one tag's text (`<input id="x" ...`).
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    between(tag, &format!(" {name}=\""), "\"")
+}
+
+/// Checks one page's structure: `lang`, one `<title>`, one `<h1>`, and a label
+/// (`<label for>` or `aria-label`) for every form control.
+fn check_accessible(path: &str, html: &str) {
+    assert!(html.contains("<html lang=\"en\">"), "{path}: lang");
+    assert_eq!(html.matches("<title>").count(), 1, "{path}: one title");
+    assert!(
+        between(html, "<title>", "</title>").is_some_and(|t| !t.trim().is_empty()),
+        "{path}: a title"
+    );
+    assert_eq!(html.matches("<h1").count(), 1, "{path}: one h1");
+    let mut controls = 0;
+    for element in ["<input", "<select", "<textarea"] {
+        for (at, _) in html.match_indices(element) {
+            let tag = &html[at..at + html[at..].find('>').unwrap()];
+            if attr(tag, "type") == Some("hidden") {
+                continue;
+            }
+            controls += 1;
+            let labelled = attr(tag, "aria-label").is_some_and(|l| !l.is_empty())
+                || attr(tag, "id")
+                    .is_some_and(|id| html.contains(&format!("<label for=\"{id}\">")));
+            assert!(labelled, "{path}: no label for {tag}");
+        }
+    }
+    assert!(
+        controls > 0 || !html.contains("<form method=\"get\""),
+        "{path}: a form without controls"
+    );
+}
+
+#[test]
+fn every_console_page_has_lang_a_title_one_heading_and_labelled_controls() {
+    let (_dir, s) = server("console-a11y");
+    s.push_image("org/app", "v1", "a", ALICE);
+    s.push_image("org/app", "latest", "b", ALICE);
+    s.create_org_policy("org", "v.*", ALICE).expect(201);
+    let token = form_token(&page(&s, "/console/plugin", ALICE));
+    let repo_path = "/console/repository/org/app/policies";
+    post_form(
+        &s,
+        repo_path,
+        ALICE,
+        &[],
+        &[
+            ("token", &token),
+            ("action", "create"),
+            ("pattern", "latest"),
+        ],
+    )
+    .expect(303);
+    let mut pages: Vec<(String, String)> = [
+        "/console/",
+        "/console/repository/org/app",
+        "/console/repository/org/app/tag/v1",
+        "/console/organization/org/policies",
+        repo_path,
+        "/console/logs",
+        "/console/logs?limit=1",
+        "/console/plugin",
+        "/console/runs",
+    ]
+    .iter()
+    .flat_map(|p| {
+        [
+            (format!("{p} (alice)"), page(&s, p, ALICE)),
+            (format!("{p} (bob)"), page(&s, p, BOB)),
+        ]
+    })
+    .collect();
+    pages.push(("login".into(), page(&s, "/console/login", Auth::None)));
+    pages.push((
+        "401".into(),
+        s.get("/console/", Auth::None).expect(401).text(),
+    ));
+    pages.push((
+        "404".into(),
+        s.get("/console/repository/org/nope", ALICE)
+            .expect(404)
+            .text(),
+    ));
+    let refused = post_form(
+        &s,
+        repo_path,
+        ALICE,
+        &[],
+        &[("token", &token), ("action", "preview"), ("pattern", "x(")],
+    )
+    .expect(400)
+    .text();
+    pages.push(("refused pattern".into(), refused));
+    for (path, html) in &pages {
+        check_accessible(path, html);
+    }
+    // The checks can fail: a control without a label is found.
+    let unlabelled = pages[0]
+        .1
+        .replace("</main>", "<input id=\"x\" type=\"text\"></main>");
+    assert!(
+        std::panic::catch_unwind(|| check_accessible("edited", &unlabelled)).is_err(),
+        "an unlabelled input is caught"
+    );
+}
+
+/// The entry numbers in a log page's table, in order.
+fn log_seqs(html: &str) -> Vec<u64> {
+    let Some(body) = between(html, "<tbody>", "</tbody>") else {
+        return Vec::new();
+    };
+    body.split("<tr><td>")
+        .skip(1)
+        .map(|r| r.split('<').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The path of a paging link (`rel="next"` or `rel="prev"`), if the page has it.
+fn paging_link(html: &str, rel: &str) -> Option<String> {
+    let tag = between(html, &format!("<a rel=\"{rel}\""), ">")?;
+    Some(attr(tag, "href")?.replace("&amp;", "&"))
+}
+
+#[test]
+fn the_log_pages_through_filtered_entries_older_and_back_newer() {
+    let (_dir, s) = server("console-paging");
+    s.push_image("org/app", "v1", "a", ALICE);
+    s.push_image("org/app", "v2", "b", ALICE);
+    s.create_org_policy("org", "v[12]", ALICE).expect(201);
+    let (manifest, _) = s.push_image("org/app", "other", "c", ALICE);
+    let overwrite = |tag: &str, who: Auth| {
+        let r = s.request(
+            "PUT",
+            &format!("/v2/org/app/manifests/{tag}"),
+            who,
+            &[("Content-Type", OCI_MANIFEST)],
+            &manifest,
+        );
+        assert_eq!(r.status, 409, "{}", r.describe());
+    };
+    for _ in 0..4 {
+        overwrite("v1", ALICE);
+        overwrite("v1", BOB);
+        overwrite("v2", ALICE);
+    }
+    let mut want: Vec<u64> = s
+        .all_logs("/api/v1/tagguard/logs")
+        .iter()
+        .filter(|e| e["entry"]["tag"] == "v1" && e["entry"]["performer"]["name"] == "alice")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    want.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(want.len() >= 5, "{want:?}");
+
+    let first = "/console/logs?tag=v1&performer=alice&limit=2";
+    let mut path = first.to_string();
+    let mut seen: Vec<u64> = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let html = page(&s, &path, BOB);
+        let seqs = log_seqs(&html);
+        assert!(seqs.len() <= 2, "{path}: {seqs:?}");
+        assert!(!seqs.is_empty(), "{path}: {html}");
+        assert_eq!(
+            paging_link(&html, "prev").is_some(),
+            !pages.is_empty(),
+            "{path}: a newer link except on the first page: {html}"
+        );
+        seen.extend(&seqs);
+        pages.push((path.clone(), seqs));
+        match paging_link(&html, "next") {
+            Some(next) => {
+                assert!(
+                    next.contains("tag=v1") && next.contains("performer=alice"),
+                    "the filters are kept: {next}"
+                );
+                path = next;
+            }
+            None => break,
+        }
+        assert!(pages.len() < 10, "paging ends");
+    }
+    assert_eq!(seen, want, "every matching entry once, newest first");
+    assert!(pages.len() >= 3, "{pages:?}");
+
+    // Back: the newer link of the last page shows the page before it.
+    let last = page(&s, &pages.last().unwrap().0, BOB);
+    let newer = paging_link(&last, "prev").expect("a newer link");
+    assert!(newer.contains("after="), "{newer}");
+    assert_eq!(
+        log_seqs(&page(&s, &newer, BOB)),
+        pages[pages.len() - 2].1,
+        "{newer}"
+    );
+    assert_eq!(s.get("/console/logs?before=x", BOB).status, 400);
+    assert_eq!(s.get("/console/logs?limit=0", BOB).status, 400);
 }

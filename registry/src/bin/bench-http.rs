@@ -4,6 +4,11 @@
 //! distribution project's server) for the same push. Prints medians and the
 //! ratios measured in the same run.
 //!
+//! With a PostgreSQL server in `TAGGUARD_TEST_POSTGRES` (a URL), it also measures
+//! push throughput with one replica and with two on one PostgreSQL database, four
+//! clients each time, and where the CPU time goes (registry processes, PostgreSQL,
+//! the clients).
+//!
 //! `cargo run --release -p tagguard-registry --bin bench-http [-- --smoke]`
 
 use sha2::{Digest, Sha256};
@@ -20,7 +25,18 @@ fn main() -> anyhow::Result<()> {
     let (pushes, rounds) = if smoke { (60, 1) } else { (1500, 3) };
     let work = std::env::temp_dir().join(format!("tagguard-bench-http-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let result = run(&work, pushes, rounds);
+    let mut result = run(&work, pushes, rounds);
+    if result.is_ok() {
+        match std::env::var("TAGGUARD_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => {
+                let per_client = if smoke { 50 } else { 1000 };
+                result = replicas(&work, &url, per_client);
+            }
+            _ => println!(
+                "replica throughput: not measured (set TAGGUARD_TEST_POSTGRES to a PostgreSQL server URL)"
+            ),
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -51,6 +67,15 @@ fn wait_ready(port: u16) -> anyhow::Result<()> {
 }
 
 fn start_tagguard(work: &Path) -> anyhow::Result<(Server, u16)> {
+    start_registry(work, &work.join("tagguard-data"), None)
+}
+
+/// Starts a registry process on `data`, and on `database` when given.
+fn start_registry(
+    work: &Path,
+    data: &Path,
+    database: Option<&str>,
+) -> anyhow::Result<(Server, u16)> {
     let exe = std::env::current_exe()?
         .parent()
         .map(|d| d.join("tagguard-registry"))
@@ -63,9 +88,10 @@ fn start_tagguard(work: &Path) -> anyhow::Result<(Server, u16)> {
     let port = free_port()?;
     let child = Command::new(&exe)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(work.join("tagguard-data"))
+        .arg(data)
         .arg("--tokens")
         .arg(&tokens)
+        .args(database.iter().flat_map(|d| ["--database", d]))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -283,13 +309,9 @@ impl Target {
     }
 }
 
-fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
-    let (_ours, port) = start_tagguard(work)?;
-    let mut conn = Conn::open(port, Some(AUTH))?;
-    let bare = prepare(&mut conn, "bare/app")?;
-    let guarded = prepare(&mut conn, "org/app")?;
-    // Ten policies in scope of org/app, none of which fires for the pushed tags: the
-    // decision evaluates all ten on every push.
+/// Creates ten policies in scope of org/app, none of which fires for the pushed tags:
+/// the decision evaluates all ten on every push.
+fn ten_policies(conn: &mut Conn) -> anyhow::Result<()> {
     for i in 0..10 {
         let body = format!(r#"{{"tagPattern":"release-{i}\\.[0-9]+"}}"#);
         let (status, text) = conn.request(
@@ -304,6 +326,15 @@ fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
             String::from_utf8_lossy(&text)
         );
     }
+    Ok(())
+}
+
+fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
+    let (_ours, port) = start_tagguard(work)?;
+    let mut conn = Conn::open(port, Some(AUTH))?;
+    let bare = prepare(&mut conn, "bare/app")?;
+    let guarded = prepare(&mut conn, "org/app")?;
+    ten_policies(&mut conn)?;
     let docker = start_docker_registry(work)?;
     let docker_target = match &docker {
         Some((_, port)) => {
@@ -373,5 +404,149 @@ fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
         ),
         _ => println!("ratio against docker-registry: not measured"),
     }
+    Ok(())
+}
+
+/// CPU time (user + system) of a process so far, in seconds; 0 when it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every `postgres` process on the machine.
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// A fresh database on the PostgreSQL server `url`; returns its URL.
+fn fresh_database(url: &str) -> anyhow::Result<String> {
+    let name = format!("tg_bench_{}", std::process::id());
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(&format!(
+        "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+    ))?;
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+/// One throughput phase: four clients, each on its own kept-alive connection to one
+/// of `ports` (in turn), push `per_client` new tags each.
+struct Phase {
+    pushes: usize,
+    seconds: f64,
+    registry_cpu: f64,
+    postgres_cpu: f64,
+    client_cpu: f64,
+}
+
+fn phase(
+    ports: &[u16],
+    pids: &[u32],
+    manifest: &[u8],
+    per_client: usize,
+    label: &str,
+) -> anyhow::Result<Phase> {
+    const CLIENTS: usize = 4;
+    let registry_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let postgres_before = postgres_cpu_seconds();
+    let client_before = cpu_seconds(std::process::id());
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let port = ports[c % ports.len()];
+            let manifest = manifest.to_vec();
+            let label = label.to_string();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = Conn::open(port, Some(AUTH))?;
+                for i in 0..per_client {
+                    let path = format!("/v2/org/app/manifests/{label}-c{c}-{i}");
+                    let (status, body) = conn.request(
+                        "PUT",
+                        &path,
+                        "application/vnd.oci.image.manifest.v1+json",
+                        &manifest,
+                    )?;
+                    anyhow::ensure!(
+                        status == 201,
+                        "push {path}: {status} {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Phase {
+        pushes: CLIENTS * per_client,
+        seconds,
+        registry_cpu: pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - registry_before,
+        postgres_cpu: postgres_cpu_seconds() - postgres_before,
+        client_cpu: cpu_seconds(std::process::id()) - client_before,
+    })
+}
+
+/// Push throughput with one replica, then two, on one PostgreSQL database.
+fn replicas(work: &Path, url: &str, per_client: usize) -> anyhow::Result<()> {
+    let database = fresh_database(url)?;
+    let data = work.join("replicas-data");
+    let (a, port_a) = start_registry(work, &data, Some(&database))?;
+    let mut conn = Conn::open(port_a, Some(AUTH))?;
+    let manifest = prepare(&mut conn, "org/app")?;
+    ten_policies(&mut conn)?;
+    // Warm both paths before measuring.
+    phase(&[port_a], &[a.0.id()], &manifest, 10, "warm-one")?;
+    let one = phase(&[port_a], &[a.0.id()], &manifest, per_client, "one")?;
+    let (b, port_b) = start_registry(work, &data, Some(&database))?;
+    let pids = [a.0.id(), b.0.id()];
+    phase(&[port_a, port_b], &pids, &manifest, 10, "warm-two")?;
+    let two = phase(&[port_a, port_b], &pids, &manifest, per_client, "two")?;
+    println!(
+        "replica throughput on PostgreSQL: manifest PUTs to new tags, 10 policies in scope, 4 clients with one kept-alive connection each"
+    );
+    println!("| replicas | pushes | pushes/s | CPU µs per push: registry | PostgreSQL | clients |");
+    println!("|---|---|---|---|---|---|");
+    for (n, p) in [(1, &one), (2, &two)] {
+        let per = |cpu: f64| cpu * 1e6 / p.pushes as f64;
+        println!(
+            "| {n} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            p.pushes,
+            p.pushes as f64 / p.seconds,
+            per(p.registry_cpu),
+            per(p.postgres_cpu),
+            per(p.client_cpu)
+        );
+    }
+    println!(
+        "ratio: two replicas / one replica = {:.2}x pushes/s ({} cores on this machine)",
+        (two.pushes as f64 / two.seconds) / (one.pushes as f64 / one.seconds),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    drop(b);
+    drop(a);
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let name = database.rsplit_once('/').map_or("", |(_, n)| n);
+    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
     Ok(())
 }

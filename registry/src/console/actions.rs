@@ -5,7 +5,6 @@ use super::layout::{page, token};
 use super::{ConsoleError, acting, session, viewer};
 use crate::app::{Shared, blocking};
 use crate::errors::ApiError;
-use crate::inspect;
 use axum::Form;
 use axum::extract::{ConnectInfo, Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -55,8 +54,8 @@ pub async fn login_form() -> Response {
 pub async fn login(State(app): State<Shared>, Form(form): Form<LoginForm>) -> Response {
     let Some(account) = app.accounts.sign_in(&form.name, &form.secret).cloned() else {
         return login_page(
-            StatusCode::FORBIDDEN,
-            Some("Unknown account or wrong token."),
+            StatusCode::UNAUTHORIZED,
+            Some("Sign-in failed: unknown account or wrong token. Check both and try again."),
         );
     };
     match app.sessions.start(account) {
@@ -134,7 +133,7 @@ pub async fn swap(
     let bytes = bytes
         .filter(|b| !b.is_empty())
         .ok_or_else(|| ApiError::invalid("plugin: choose a component file"))?;
-    blocking(move || inspect::swap_plugin(&app, &v.caller, &bytes)).await?;
+    blocking(move || crate::plugins::swap(&app, &v.caller, &bytes)).await?;
     Ok(Redirect::to("/console/plugin").into_response())
 }
 
@@ -152,7 +151,7 @@ pub async fn rollback(
         &form.token,
         Some("rolling the plugin back"),
     )?;
-    blocking(move || inspect::rollback_plugin(&app, &v.caller)).await?;
+    blocking(move || crate::plugins::rollback(&app, &v.caller)).await?;
     Ok(Redirect::to("/console/plugin").into_response())
 }
 

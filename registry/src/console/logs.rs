@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use tagguard_engine::audit::{ChainedEntry, ExportFormat, export as export_entries};
 
-/// Entries shown on the page.
-const SHOWN: usize = 200;
+/// Entries shown on a page unless `limit` asks for fewer or more.
+const SHOWN: usize = 100;
 
-/// Entries read from the database per step while filtering.
-const STEP: usize = 500;
+/// The most entries one page may show.
+const MOST_SHOWN: usize = 500;
 
 /// At most this many entries are exported.
 const EXPORTED: usize = 100_000;
@@ -35,9 +35,25 @@ pub struct Filters {
     performer: String,
     start: String,
     end: String,
+    /// Only entries older than this seq (the "Older entries" page).
+    #[serde(skip_serializing)]
+    before: String,
+    /// Only entries newer than this seq (the "Newer entries" page).
+    #[serde(skip_serializing)]
+    after: String,
+    /// Entries per page (1 to 500; 100 when empty).
+    limit: String,
     /// For exports: `quay`, `cloudevents` or `json`.
     #[serde(skip_serializing)]
     format: String,
+}
+
+/// A page's position in the log: older than a seq, newer than one, or the newest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    Newest,
+    Before(u64),
+    After(u64),
 }
 
 fn some(s: &str) -> Option<String> {
@@ -63,8 +79,18 @@ fn bound(text: &str, end: bool) -> Result<Option<String>, ApiError> {
     }))
 }
 
+/// A seq from a paging field.
+fn seq(name: &str, text: &str) -> Result<Option<u64>, ApiError> {
+    some(text)
+        .map(|t| {
+            t.parse::<u64>()
+                .map_err(|_| ApiError::invalid(format!("{name}: {t:?} is not an entry number")))
+        })
+        .transpose()
+}
+
 impl Filters {
-    fn query(&self, before: Option<u64>, limit: usize) -> Result<LogQuery, ApiError> {
+    fn query(&self, position: Position, limit: usize) -> Result<LogQuery, ApiError> {
         let (namespace, repository) = match some(&self.repository) {
             None => (None, None),
             Some(r) if !r.contains('/') => (Some(r), None),
@@ -77,36 +103,92 @@ impl Filters {
             namespace,
             repository,
             kind: some(&self.kind),
-            before_seq: before,
+            before_seq: match position {
+                Position::Before(s) => Some(s),
+                _ => None,
+            },
+            after_seq: match position {
+                Position::After(s) => Some(s),
+                _ => None,
+            },
             start_time: bound(&self.start, false)?,
             end_time: bound(&self.end, true)?,
+            tag: some(&self.tag),
+            performer: some(&self.performer),
             limit,
         })
     }
 
-    fn keeps(&self, e: &ChainedEntry) -> bool {
-        some(&self.tag).is_none_or(|t| e.entry.tag.as_deref() == Some(t.as_str()))
-            && some(&self.performer).is_none_or(|p| e.entry.performer.name == p)
+    /// Where the page starts: `before` wins over `after`.
+    fn position(&self) -> Result<Position, ApiError> {
+        Ok(
+            match (seq("before", &self.before)?, seq("after", &self.after)?) {
+                (Some(b), _) => Position::Before(b),
+                (None, Some(a)) => Position::After(a),
+                (None, None) => Position::Newest,
+            },
+        )
     }
 
-    /// The matching entries, newest first, at most `max`.
-    fn entries(&self, app: &App, max: usize) -> Result<Vec<ChainedEntry>, ApiError> {
-        let mut found = Vec::new();
-        let mut before = None;
-        loop {
-            let page = app
-                .store
-                .log(&self.query(before, STEP)?)
-                .map_err(ApiError::internal)?;
-            let done = page.len() < STEP;
-            before = page.last().map(|e| e.seq);
-            found.extend(page.into_iter().filter(|e| self.keeps(e)));
-            if done || found.len() >= max {
-                found.truncate(max);
-                return Ok(found);
-            }
+    /// Entries per page.
+    fn shown(&self) -> Result<usize, ApiError> {
+        match some(&self.limit) {
+            None => Ok(SHOWN),
+            Some(t) => t
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MOST_SHOWN).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "limit: {t:?} is not a number from 1 to {MOST_SHOWN}"
+                    ))
+                }),
         }
     }
+
+    /// The matching entries, newest first, at most `max`, from the newest on.
+    fn entries(&self, app: &App, max: usize) -> Result<Vec<ChainedEntry>, ApiError> {
+        app.store
+            .log(&self.query(Position::Newest, max)?)
+            .map_err(ApiError::internal)
+    }
+
+    /// One page: its entries (newest first), and whether older and newer
+    /// matching entries exist.
+    fn page(&self, app: &App) -> Result<LogPage, ApiError> {
+        let (position, shown) = (self.position()?, self.shown()?);
+        let mut entries = app
+            .store
+            .log(&self.query(position, shown + 1)?)
+            .map_err(ApiError::internal)?;
+        let more = entries.len() > shown;
+        let (older, newer) = match position {
+            Position::Newest => (more, false),
+            Position::Before(_) => (more, true),
+            Position::After(_) => (true, more),
+        };
+        if more {
+            // The extra entry is the one past the page's far end.
+            match position {
+                Position::After(_) => {
+                    entries.remove(0);
+                }
+                _ => entries.truncate(shown),
+            }
+        }
+        Ok(LogPage {
+            entries,
+            older,
+            newer,
+        })
+    }
+}
+
+/// One page of the log.
+struct LogPage {
+    entries: Vec<ChainedEntry>,
+    older: bool,
+    newer: bool,
 }
 
 fn status(v: &Verification) -> Markup {
@@ -153,11 +235,31 @@ pub async fn show(
 ) -> Result<Html<String>, ConsoleError> {
     let v = viewer(&app, &headers, peer)?;
     let f = filters.clone();
-    let (verification, entries) = blocking(move || -> Result<_, ApiError> {
-        Ok((inspect::verification(&app)?, f.entries(&app, SHOWN)?))
+    let (
+        verification,
+        LogPage {
+            entries,
+            older,
+            newer,
+        },
+    ) = blocking(move || -> Result<_, ApiError> {
+        Ok((inspect::verification(&app)?, f.page(&app)?))
     })
     .await?;
     let query = filter_query(&filters);
+    let paging = html! {
+        @if older || newer {
+            nav aria-label="Log pages" {
+                @if let (true, Some(e)) = (newer, entries.first()) {
+                    a rel="prev" href=(format!("/console/logs?{}after={}", and(&query), e.seq)) { "← Newer entries" }
+                }
+                @if older && newer { " · " }
+                @if let (true, Some(e)) = (older, entries.last()) {
+                    a rel="next" href=(format!("/console/logs?{}before={}", and(&query), e.seq)) { "Older entries →" }
+                }
+            }
+        }
+    };
     Ok(page(
         "Audit log",
         Some(&v),
@@ -176,14 +278,15 @@ pub async fn show(
                 }
             }
             p {
-                "Export these entries: "
+                "Export every matching entry: "
                 a href=(format!("/console/logs/export?format=quay&{query}")) { "Quay log rows (JSON lines)" } " · "
                 a href=(format!("/console/logs/export?format=cloudevents&{query}")) { "CloudEvents (JSON lines)" }
             }
             @if entries.is_empty() {
                 p { "No entry matches." }
+                (paging)
             } @else {
-                p { "Newest first; at most " (SHOWN) " entries." }
+                p { "Newest first; entries " (entries.last().map_or(0, |e| e.seq)) " to " (entries.first().map_or(0, |e| e.seq)) "." }
                 table {
                     thead { tr {
                         th scope="col" { "Entry" } th scope="col" { "Time" } th scope="col" { "Kind" }
@@ -205,12 +308,22 @@ pub async fn show(
                         }
                     }
                 }
+                (paging)
             }
         },
     ))
 }
 
-/// The filters as a query string for the export links.
+/// `query` followed by `&` when it is not empty.
+fn and(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("{query}&")
+    }
+}
+
+/// The filters (and the page size) as a query string for the export and paging links.
 fn filter_query(f: &Filters) -> String {
     let pairs = [
         ("kind", &f.kind),
@@ -219,6 +332,7 @@ fn filter_query(f: &Filters) -> String {
         ("performer", &f.performer),
         ("start", &f.start),
         ("end", &f.end),
+        ("limit", &f.limit),
     ];
     pairs
         .iter()

@@ -27,7 +27,10 @@ pub fn router() -> Router<Shared> {
             get(actions::login_form).post(actions::login),
         )
         .route("/console/logout", post(actions::logout))
-        .route("/console/repository/{*rest}", get(pages::repository))
+        .route(
+            "/console/repository/{*rest}",
+            get(pages::repository).post(policies::repository_post),
+        )
         .route(
             "/console/organization/{ns}/policies",
             get(policies::show).post(policies::submit),

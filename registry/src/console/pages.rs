@@ -9,7 +9,7 @@ use crate::inspect;
 use crate::oci::route::Name;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
-use axum::response::{Html, Redirect};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use std::net::SocketAddr;
 use tagguard_engine::PLUGIN_SWAPPED;
@@ -57,25 +57,31 @@ pub async fn index(
     ))
 }
 
-/// `GET /console/repository/{ns}/{repo}` (tags) and `.../tag/{tag}` (a tag's history).
+/// `GET /console/repository/{ns}/{repo}` (tags), `.../tag/{tag}` (a tag's history)
+/// and `.../policies` (the repository's policies).
 pub async fn repository(
     State(app): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(rest): Path<String>,
-) -> Page {
+) -> Result<Response, ConsoleError> {
     let v = viewer(&app, &headers, peer)?;
     let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once("/tag/") {
+    if let Some(name) = rest.strip_suffix("/policies") {
+        let name = Name::parse(name).map_err(ApiError::invalid)?;
+        return super::policies::show_repository(app, v, name).await;
+    }
+    Ok(match rest.rsplit_once("/tag/") {
         Some((name, tag)) => {
             let name = Name::parse(name).map_err(ApiError::invalid)?;
-            history(app, v, name, tag.to_string()).await
+            history(app, v, name, tag.to_string()).await?
         }
         None => {
             let name = Name::parse(rest).map_err(ApiError::invalid)?;
-            tags(app, v, name).await
+            tags(app, v, name).await?
         }
     }
+    .into_response())
 }
 
 async fn tags(app: Shared, v: Viewer, name: Name) -> Page {
@@ -93,7 +99,11 @@ async fn tags(app: Shared, v: Viewer, name: Name) -> Page {
         &format!("Repository {}", name.full()),
         Some(&v),
         html! {
-            p { a href=(format!("/console/organization/{}/policies", name.namespace)) { "Immutability policies of " (name.namespace) } }
+            p {
+                a href=(format!("/console/repository/{}/policies", name.full())) { "Immutability policies of " (name.full()) }
+                " · "
+                a href=(format!("/console/organization/{}/policies", name.namespace)) { "Immutability policies of " (name.namespace) }
+            }
             @if tags.is_empty() {
                 p { "No tag." }
             } @else {

@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tagguard_engine::{DeleteOutcome, EngineError, PushOutcome, Removal, RemovalAction};
-use tokio::io::AsyncWriteExt;
 
 type Result<T> = std::result::Result<T, OciError>;
 
@@ -517,10 +516,11 @@ async fn get_blob(x: &Ctx, name: Name, digest: &str, head: bool) -> Result<Respo
     let mut r = if head {
         StatusCode::OK.into_response()
     } else {
-        let file = tokio::fs::File::open(x.app.blobs.path(&digest))
+        let (blobs, d) = (x.app.blobs.clone(), digest.clone());
+        let reader = blocking(move || blobs.read(&d))
             .await
             .map_err(|e| OciError::internal(format!("blob {digest}: {e}")))?;
-        let stream = tokio_util::io::ReaderStream::new(file);
+        let stream = tokio_util::io::ReaderStream::new(reader);
         (StatusCode::OK, Body::from_stream(stream)).into_response()
     };
     header(&mut r, header::CONTENT_TYPE, "application/octet-stream");
@@ -599,14 +599,17 @@ fn blob_error(e: BlobError) -> OciError {
     }
 }
 
-/// Appends a request body to an upload file; returns the bytes written.
-async fn append_body(path: &std::path::Path, mut body: Body) -> Result<u64> {
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| blob_error(e.into()))?;
-    let mut written = 0u64;
+/// How much of a request body is gathered before it is appended to its upload.
+const APPEND_CHUNK: usize = 1 << 20;
+
+/// Appends a request body to an upload, a chunk at a time; returns the upload's size.
+async fn append_body(x: &Ctx, name: &Name, id: &str, mut body: Body) -> Result<u64> {
+    let append = |chunk: Vec<u8>| {
+        let (blobs, n, id) = (x.app.blobs.clone(), name.clone(), id.to_string());
+        blocking(move || blobs.append(&n.namespace, &n.repository, &id, &chunk))
+    };
+    let mut size = upload_size(x, name, id).await?;
+    let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             OciError::new(
@@ -616,14 +619,32 @@ async fn append_body(path: &std::path::Path, mut body: Body) -> Result<u64> {
             )
         })?;
         if let Ok(data) = frame.into_data() {
-            file.write_all(&data)
-                .await
-                .map_err(|e| blob_error(e.into()))?;
-            written += data.len() as u64;
+            pending.extend_from_slice(&data);
+            if pending.len() >= APPEND_CHUNK {
+                size = append(std::mem::take(&mut pending))
+                    .await
+                    .map_err(blob_error)?;
+            }
         }
     }
-    file.flush().await.map_err(|e| blob_error(e.into()))?;
-    Ok(written)
+    if !pending.is_empty() {
+        size = append(pending).await.map_err(blob_error)?;
+    }
+    Ok(size)
+}
+
+/// The bytes an upload of this repository holds so far.
+async fn upload_size(x: &Ctx, name: &Name, id: &str) -> Result<u64> {
+    let (blobs, n, id) = (x.app.blobs.clone(), name.clone(), id.to_string());
+    blocking(move || blobs.upload_size(&n.namespace, &n.repository, &id))
+        .await
+        .map_err(blob_error)
+}
+
+/// Ends an upload session.
+async fn cancel(x: &Ctx, name: &Name, id: &str) -> std::result::Result<(), BlobError> {
+    let (blobs, n, id) = (x.app.blobs.clone(), name.clone(), id.to_string());
+    blocking(move || blobs.cancel(&n.namespace, &n.repository, &id)).await
 }
 
 /// Verifies an upload and links the blob into the repository.
@@ -664,22 +685,18 @@ async fn start_upload(x: &Ctx, name: Name, body: Body) -> Result<Response> {
             }
         }
     }
-    let id = x
-        .app
-        .blobs
-        .start(&name.namespace, &name.repository)
+    let (blobs, n) = (x.app.blobs.clone(), name.clone());
+    let id = blocking(move || blobs.start(&n.namespace, &n.repository))
+        .await
         .map_err(blob_error)?;
     if let Some(digest) = x.query.get("digest") {
         let digest = digest_param(digest, "DIGEST_INVALID")?;
-        let (path, _) = x
-            .app
-            .blobs
-            .upload(&name.namespace, &name.repository, &id)
-            .map_err(blob_error)?;
-        append_body(&path, body).await?;
-        let done = complete(x, &name, &id, &digest).await;
+        let done = match append_body(x, &name, &id, body).await {
+            Ok(_) => complete(x, &name, &id, &digest).await,
+            Err(e) => Err(e),
+        };
         if done.is_err() {
-            let _ = x.app.blobs.cancel(&name.namespace, &name.repository, &id);
+            let _ = cancel(x, &name, &id).await;
         }
         return done;
     }
@@ -687,11 +704,7 @@ async fn start_upload(x: &Ctx, name: Name, body: Body) -> Result<Response> {
 }
 
 async fn upload_status(x: &Ctx, name: Name, id: &str) -> Result<Response> {
-    let (_, size) = x
-        .app
-        .blobs
-        .upload(&name.namespace, &name.repository, id)
-        .map_err(blob_error)?;
+    let size = upload_size(x, &name, id).await?;
     Ok(upload_open(&name, id, size, StatusCode::NO_CONTENT))
 }
 
@@ -721,14 +734,10 @@ fn check_range(headers: &HeaderMap, size: u64) -> Result<()> {
 }
 
 async fn patch_upload(x: &Ctx, name: Name, id: &str, body: Body) -> Result<Response> {
-    let (path, size) = x
-        .app
-        .blobs
-        .upload(&name.namespace, &name.repository, id)
-        .map_err(blob_error)?;
+    let size = upload_size(x, &name, id).await?;
     check_range(&x.headers, size)?;
-    let written = append_body(&path, body).await?;
-    Ok(upload_open(&name, id, size + written, StatusCode::ACCEPTED))
+    let size = append_body(x, &name, id, body).await?;
+    Ok(upload_open(&name, id, size, StatusCode::ACCEPTED))
 }
 
 async fn finish_upload(x: &Ctx, name: Name, id: &str, body: Body) -> Result<Response> {
@@ -742,21 +751,14 @@ async fn finish_upload(x: &Ctx, name: Name, id: &str, body: Body) -> Result<Resp
             ));
         }
     };
-    let (path, size) = x
-        .app
-        .blobs
-        .upload(&name.namespace, &name.repository, id)
-        .map_err(blob_error)?;
+    let size = upload_size(x, &name, id).await?;
     check_range(&x.headers, size)?;
-    append_body(&path, body).await?;
+    append_body(x, &name, id, body).await?;
     complete(x, &name, id, &digest).await
 }
 
 async fn cancel_upload(x: &Ctx, name: Name, id: &str) -> Result<Response> {
-    x.app
-        .blobs
-        .cancel(&name.namespace, &name.repository, id)
-        .map_err(blob_error)?;
+    cancel(x, &name, id).await.map_err(blob_error)?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

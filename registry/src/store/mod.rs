@@ -4,8 +4,6 @@
 //! ([`postgres::PostgresStore`]) serves several replicas; another database
 //! adds an implementation and changes no handler.
 
-// Not yet chosen by `serve`; the tests use every item.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -13,7 +11,7 @@ mod tests;
 
 use serde::Serialize;
 use tagguard_engine::audit::{ChainedEntry, Checkpoint};
-use tagguard_engine::{AuditSink, Policy, Tag, TagStore};
+use tagguard_engine::{AuditEntry, AuditSink, PLUGIN_SWAPPED, Policy, SinkError, Tag, TagStore};
 
 /// A storage failure, with the database's message.
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +97,17 @@ pub struct LogQuery {
     pub kind: Option<String>,
     /// Only entries with seq below this (pages go from newest to oldest).
     pub before_seq: Option<u64>,
+    /// Only entries with seq above this; the page is then the `limit` oldest of
+    /// them (still returned newest first), the page just newer than `after_seq`.
+    pub after_seq: Option<u64>,
     /// Only entries at or after this time (RFC 3339).
     pub start_time: Option<String>,
     /// Only entries before this time (RFC 3339).
     pub end_time: Option<String>,
+    /// Only entries about this tag (the `tag` of their Quay metadata).
+    pub tag: Option<String>,
+    /// Only entries by this performer (account name).
+    pub performer: Option<String>,
     /// At most this many.
     pub limit: usize,
 }
@@ -118,6 +123,64 @@ pub struct RepositorySummary {
     pub tags: u64,
     /// Alive immutable tags.
     pub immutable: u64,
+}
+
+/// The plugin the database says serves: every process on the database serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedPlugin {
+    /// Its generation (1 is the default plugin, before any swap).
+    pub generation: u64,
+    /// `sha256:` digest of its component, stored with [`Storage::put_plugin`].
+    pub digest: String,
+    /// Digest of the plugin that served before it (what a rollback returns to).
+    pub previous: Option<String>,
+}
+
+impl ServedPlugin {
+    /// The plugin a swap or rollback record publishes, if `entry` is one.
+    pub fn published_by(entry: &AuditEntry) -> Option<ServedPlugin> {
+        if entry.kind != PLUGIN_SWAPPED {
+            return None;
+        }
+        let m = &entry.metadata;
+        let digest = |side: &str| {
+            m.get(side)
+                .and_then(|p| p.get("sha256"))
+                .and_then(|d| d.as_str())
+                .map(String::from)
+        };
+        Some(ServedPlugin {
+            generation: m.get("generation")?.as_u64()?,
+            digest: digest("new_plugin")?,
+            previous: digest("old_plugin"),
+        })
+    }
+
+    /// Whether `self` may follow `stored` (none stored: generation 1 serves). A swap
+    /// decided by a process that had not yet followed the last one conflicts, and the
+    /// process follows and decides again.
+    pub fn check_follows(&self, stored: Option<&ServedPlugin>) -> Result<(), SinkError> {
+        let serving = stored.map_or(1, |s| s.generation);
+        if self.generation == serving + 1 {
+            Ok(())
+        } else {
+            Err(SinkError::Conflict(format!(
+                "plugin generation {} was published, generation {serving} serves: another process swapped the plugin meanwhile",
+                self.generation
+            )))
+        }
+    }
+}
+
+/// Held while a policy changes or a retroactive run applies: one at a time, across
+/// every process on the database. Released when dropped.
+pub struct PolicyLock(#[allow(dead_code)] Box<dyn Send>);
+
+impl PolicyLock {
+    /// A lock held for as long as `held` lives.
+    pub fn new(held: impl Send + 'static) -> Self {
+        PolicyLock(Box::new(held))
+    }
 }
 
 /// Everything the handlers store, besides the engine's two traits.
@@ -222,16 +285,25 @@ pub trait Storage: TagStore + AuditSink + Send + Sync {
     fn drop_run(&self, id: i64) -> Result<(), StorageError>;
     /// Marks a run's work as finished by another run.
     fn finish_run_by(&self, id: i64, by: i64, changed: u64) -> Result<(), StorageError>;
-    /// Every run that was `running` becomes `incomplete` (called at start).
+    /// Every run that was `running` becomes `incomplete`. Call it holding the policy
+    /// lock: a run holds it while it runs, so a `running` row found then was cut short.
     fn interrupt_runs(&self) -> Result<u64, StorageError>;
     /// Runs, newest first.
     fn runs(&self) -> Result<Vec<RunRow>, StorageError>;
     /// A run by id.
     fn run(&self, id: i64) -> Result<Option<RunRow>, StorageError>;
-    /// A registry setting.
-    fn meta(&self, key: &str) -> Result<Option<String>, StorageError>;
-    /// Sets a registry setting.
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StorageError>;
+    /// Stores a plugin component under its `sha256:` digest (kept once).
+    fn put_plugin(&self, digest: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// A stored plugin component by digest.
+    fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The plugin the database says serves; `None` until the first swap. A commit that
+    /// carries a swap or rollback record updates it in the same transaction, and
+    /// conflicts unless the record's generation follows the stored one.
+    fn served_plugin(&self) -> Result<Option<ServedPlugin>, StorageError>;
+    /// Waits for the lock that policy changes and retroactive runs hold.
+    fn lock_policies(&self) -> Result<PolicyLock, StorageError>;
+    /// The same lock, or `None` at once when another holder has it.
+    fn try_lock_policies(&self) -> Result<Option<PolicyLock>, StorageError>;
     /// Whether the database answers.
     fn healthy(&self) -> bool;
 }

@@ -22,7 +22,10 @@
 //! tag rows (several tags in id order).
 
 use super::sqlite::{entries_from, policy_from_row, policy_json};
-use super::{LogQuery, ManifestRow, RepositorySummary, RunRow, Storage, StorageError};
+use super::{
+    LogQuery, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
+    StorageError,
+};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Transaction};
@@ -41,6 +44,10 @@ const SCHEMA: &str = include_str!("schema_pg.sql");
 
 /// Key of the transaction-level advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x7467_5f6d_6967_7261;
+
+/// Key of the session-level advisory lock that policy changes and retroactive runs
+/// hold ([`Storage::lock_policies`]).
+const POLICY_LOCK: i64 = 0x7467_5f70_6f6c_6963;
 
 /// How many connections a store opens at most, unless told otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
@@ -127,6 +134,13 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state().idle);
+        off_runtime(move || drop(idle));
     }
 }
 
@@ -449,6 +463,64 @@ fn insert_log_row(tx: &mut Transaction<'_>, chained: &ChainedEntry) -> PgResult<
         ],
     )?;
     Ok(())
+}
+
+/// The plugin the database says serves, read with `lock` (`FOR UPDATE` or nothing).
+fn served_plugin(c: &mut impl GenericClient, lock: &str) -> PgResult<Option<ServedPlugin>> {
+    c.query_opt(
+        &format!("SELECT generation, digest, previous FROM servedplugin WHERE id = 1 {lock}"),
+        &[],
+    )?
+    .map(|r| {
+        Ok(ServedPlugin {
+            generation: r.try_get::<_, i64>(0)? as u64,
+            digest: r.try_get(1)?,
+            previous: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Makes `next` the served plugin, if it follows the stored one. Only appending
+/// transactions call it, after the chain head: swaps commit one at a time.
+fn publish_plugin(tx: &mut Transaction<'_>, next: &ServedPlugin) -> Result<(), SinkError> {
+    let stored = served_plugin(tx, "FOR UPDATE").map_err(sink)?;
+    next.check_follows(stored.as_ref())?;
+    tx.execute(
+        "INSERT INTO servedplugin (id, generation, digest, previous) VALUES (1, $1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET generation = excluded.generation, \
+         digest = excluded.digest, previous = excluded.previous",
+        &[&(next.generation as i64), &next.digest, &next.previous],
+    )
+    .map_err(sink)?;
+    Ok(())
+}
+
+/// Runs `f` (which uses or drops sync clients) on a thread of its own when the
+/// current thread runs a tokio runtime, where the sync client would panic; returns
+/// when it has run either way.
+fn off_runtime(f: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::spawn(f).join();
+    } else {
+        f();
+    }
+}
+
+/// The policy lock: a session-level advisory lock on a connection of its own,
+/// unlocked and closed when dropped.
+struct SessionLock(Option<Client>);
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        if let Some(mut client) = self.0.take() {
+            off_runtime(move || {
+                // Closing the session releases the lock too; unlocking first makes
+                // it free before this returns.
+                let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&POLICY_LOCK]);
+            });
+        }
+    }
 }
 
 impl PostgresStore {
@@ -864,6 +936,9 @@ impl AuditSink for PostgresStore {
             Some(lock_head(&mut tx).map_err(sink)?)
         };
         self.apply(&mut tx, change)?;
+        for next in entries.iter().filter_map(ServedPlugin::published_by) {
+            publish_plugin(&mut tx, &next)?;
+        }
         if let Some(head) = head {
             self.append(&mut tx, head, entries).map_err(sink)?;
         }
@@ -1226,14 +1301,22 @@ impl Storage for PostgresStore {
     }
 
     fn log(&self, q: &LogQuery) -> Result<Vec<ChainedEntry>, StorageError> {
-        self.entries(
-            "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
-             JOIN logentrykind k ON k.id = l.kind_id \
-             LEFT JOIN repository r ON r.id = l.repository_id \
-             WHERE ($1::text IS NULL OR n.name = $1) AND ($2::text IS NULL OR r.name = $2) \
-             AND ($3::bigint IS NULL OR l.id < $3) AND ($4::text IS NULL OR l.datetime >= $4) \
-             AND ($5::text IS NULL OR l.datetime < $5) AND ($7::text IS NULL OR k.name = $7) \
-             ORDER BY l.id DESC LIMIT $6",
+        // Pages newer than a seq are read oldest first, then turned around.
+        let order = if q.after_seq.is_some() { "ASC" } else { "DESC" };
+        let mut entries = self.entries(
+            &format!(
+                "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
+                 JOIN logentrykind k ON k.id = l.kind_id \
+                 LEFT JOIN repository r ON r.id = l.repository_id \
+                 LEFT JOIN \"user\" u ON u.id = l.performer_id \
+                 WHERE ($1::text IS NULL OR n.name = $1) AND ($2::text IS NULL OR r.name = $2) \
+                 AND ($3::bigint IS NULL OR l.id < $3) AND ($4::text IS NULL OR l.datetime >= $4) \
+                 AND ($5::text IS NULL OR l.datetime < $5) AND ($7::text IS NULL OR k.name = $7) \
+                 AND ($8::bigint IS NULL OR l.id > $8) \
+                 AND ($9::text IS NULL OR l.metadata_json::jsonb ->> 'tag' = $9) \
+                 AND ($10::text IS NULL OR u.username = $10) \
+                 ORDER BY l.id {order} LIMIT $6"
+            ),
             &[
                 &q.namespace,
                 &q.repository,
@@ -1242,8 +1325,15 @@ impl Storage for PostgresStore {
                 &q.end_time,
                 &(q.limit as i64),
                 &q.kind,
+                &q.after_seq.map(|s| s as i64),
+                &q.tag,
+                &q.performer,
             ],
-        )
+        )?;
+        if q.after_seq.is_some() {
+            entries.reverse();
+        }
+        Ok(entries)
     }
 
     fn tag_log(&self, ns: &str, repo: &str, tag: &str) -> Result<Vec<ChainedEntry>, StorageError> {
@@ -1407,22 +1497,48 @@ impl Storage for PostgresStore {
             .transpose()?)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StorageError> {
+    fn put_plugin(&self, digest: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO plugincomponent (digest, component) VALUES ($1, $2) \
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&digest, &bytes],
+            )?;
+            Ok::<_, StorageError>(())
+        })
+    }
+
+    fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self
-            .read_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
+            .read_opt(
+                "SELECT component FROM plugincomponent WHERE digest = $1",
+                &[&digest],
+            )?
             .map(|r| r.try_get(0))
             .transpose()?)
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StorageError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&key, &value],
-            )?;
-            Ok::<_, StorageError>(())
-        })
+    fn served_plugin(&self) -> Result<Option<ServedPlugin>, StorageError> {
+        Ok(served_plugin(&mut *self.pool.take()?, "")?)
+    }
+
+    fn lock_policies(&self) -> Result<PolicyLock, StorageError> {
+        let mut client = self.pool.config.connect(NoTls)?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&POLICY_LOCK])?;
+        Ok(PolicyLock::new(SessionLock(Some(client))))
+    }
+
+    fn try_lock_policies(&self) -> Result<Option<PolicyLock>, StorageError> {
+        let mut client = self.pool.config.connect(NoTls)?;
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&POLICY_LOCK])?
+            .try_get(0)?;
+        if taken {
+            Ok(Some(PolicyLock::new(SessionLock(Some(client)))))
+        } else {
+            off_runtime(move || drop(client));
+            Ok(None)
+        }
     }
 
     fn healthy(&self) -> bool {

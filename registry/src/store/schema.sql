@@ -141,3 +141,18 @@ CREATE TABLE IF NOT EXISTS retroactiverun (
     error TEXT,
     finished_by INTEGER
 );
+
+-- Plugin components by digest, and the plugin the database says serves: a
+-- commit that carries a swap or rollback record updates `servedplugin` in the
+-- same transaction. No row: the default plugin serves as generation 1.
+CREATE TABLE IF NOT EXISTS plugincomponent (
+    digest TEXT PRIMARY KEY,
+    component BLOB NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS servedplugin (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    previous TEXT
+);

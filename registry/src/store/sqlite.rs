@@ -3,11 +3,14 @@
 //! applies the change, appends its entries to the hash chain and signs the new
 //! head, or does none of it.
 
-use super::{LogQuery, ManifestRow, RepositorySummary, RunRow, Storage, StorageError};
+use super::{
+    LogQuery, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
+    StorageError,
+};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tagguard_engine::audit::{
     ChainedEntry, Checkpoint, CheckpointKey, GENESIS_HASH, entry_hash, quay_log_line, read_jsonl,
@@ -19,10 +22,44 @@ use tagguard_engine::{
 
 const SCHEMA: &str = include_str!("schema.sql");
 
-/// The registry's SQLite database.
+/// The registry's SQLite database. One process serves it, so its policy lock is the
+/// process's own.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     key: CheckpointKey,
+    policies: Arc<LocalLock>,
+}
+
+/// A lock of one process that a guard may hold beyond any borrow: a flag and a
+/// condition variable.
+#[derive(Default)]
+struct LocalLock {
+    held: Mutex<bool>,
+    freed: Condvar,
+}
+
+/// Holds a [`LocalLock`] until dropped.
+struct LocalHold(Arc<LocalLock>);
+
+impl LocalLock {
+    fn take(lock: &Arc<LocalLock>, wait: bool) -> Option<PolicyLock> {
+        let mut held = lock.held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            if !wait {
+                return None;
+            }
+            held = lock.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        *held = true;
+        Some(PolicyLock::new(LocalHold(lock.clone())))
+    }
+}
+
+impl Drop for LocalHold {
+    fn drop(&mut self) {
+        *self.0.held.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
 }
 
 fn now_ms() -> i64 {
@@ -252,6 +289,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             key,
+            policies: Arc::default(),
         })
     }
 
@@ -605,6 +643,37 @@ fn insert_log_row(tx: &Connection, chained: &ChainedEntry) -> rusqlite::Result<(
     Ok(())
 }
 
+fn served_plugin(c: &Connection) -> rusqlite::Result<Option<ServedPlugin>> {
+    one(
+        c,
+        "SELECT generation, digest, previous FROM servedplugin WHERE id = 1",
+        [],
+        |r| {
+            Ok(ServedPlugin {
+                generation: r.get::<_, i64>(0)? as u64,
+                digest: r.get(1)?,
+                previous: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Makes `next` the served plugin, if it follows the stored one.
+fn publish_plugin(tx: &Connection, next: &ServedPlugin) -> Result<(), SinkError> {
+    let stored = served_plugin(tx).map_err(unavailable)?;
+    next.check_follows(stored.as_ref())?;
+    exec(
+        tx,
+        "INSERT INTO servedplugin (id, generation, digest, previous) VALUES (1, ?1, ?2, ?3) \
+         ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, \
+         digest = excluded.digest, previous = excluded.previous",
+        params![next.generation as i64, next.digest, next.previous],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 /// Reads chained entries from rows of `(seq, entry_json)`.
 pub(super) fn entries_from(rows: Vec<(i64, String)>) -> Result<Vec<ChainedEntry>, StorageError> {
     let mut out = Vec::with_capacity(rows.len());
@@ -629,6 +698,9 @@ impl AuditSink for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         self.apply(&tx, change)?;
+        for next in entries.iter().filter_map(ServedPlugin::published_by) {
+            publish_plugin(&tx, &next)?;
+        }
         self.append(&tx, entries).map_err(unavailable)?;
         tx.commit().map_err(unavailable)
     }
@@ -986,16 +1058,22 @@ impl Storage for SqliteStore {
 
     fn log(&self, q: &LogQuery) -> Result<Vec<ChainedEntry>, StorageError> {
         let conn = self.conn();
-        let mut s = conn.prepare_cached(
+        // Pages newer than a seq are read oldest first, then turned around.
+        let order = if q.after_seq.is_some() { "ASC" } else { "DESC" };
+        let mut s = conn.prepare_cached(&format!(
             "SELECT l.id, l.entry_json FROM logentry3 l JOIN namespace n ON n.id = l.account_id \
              JOIN logentrykind k ON k.id = l.kind_id \
              LEFT JOIN repository r ON r.id = l.repository_id \
+             LEFT JOIN user u ON u.id = l.performer_id \
              WHERE (?1 IS NULL OR n.name = ?1) AND (?2 IS NULL OR r.name = ?2) \
              AND (?3 IS NULL OR l.id < ?3) AND (?4 IS NULL OR l.datetime >= ?4) \
              AND (?5 IS NULL OR l.datetime < ?5) AND (?7 IS NULL OR k.name = ?7) \
-             ORDER BY l.id DESC LIMIT ?6",
-        )?;
-        let rows = s
+             AND (?8 IS NULL OR l.id > ?8) \
+             AND (?9 IS NULL OR json_extract(l.metadata_json, '$.tag') = ?9) \
+             AND (?10 IS NULL OR u.username = ?10) \
+             ORDER BY l.id {order} LIMIT ?6"
+        ))?;
+        let mut rows = s
             .query_map(
                 params![
                     q.namespace,
@@ -1004,13 +1082,19 @@ impl Storage for SqliteStore {
                     q.start_time,
                     q.end_time,
                     q.limit as i64,
-                    q.kind
+                    q.kind,
+                    q.after_seq.map(|s| s as i64),
+                    q.tag,
+                    q.performer
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
         drop(s);
         drop(conn);
+        if q.after_seq.is_some() {
+            rows.reverse();
+        }
         entries_from(rows)
     }
 
@@ -1206,26 +1290,38 @@ impl Storage for SqliteStore {
         .optional()?)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StorageError> {
+    fn put_plugin(&self, digest: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.write(|tx| {
+            exec(
+                tx,
+                "INSERT OR IGNORE INTO plugincomponent (digest, component) VALUES (?1, ?2)",
+                params![digest, bytes],
+            )?;
+            Ok::<_, StorageError>(())
+        })
+    }
+
+    fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(one(
             &self.conn(),
-            "SELECT value FROM meta WHERE key = ?1",
-            [key],
+            "SELECT component FROM plugincomponent WHERE digest = ?1",
+            [digest],
             |r| r.get(0),
         )
         .optional()?)
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StorageError> {
-        self.write(|tx| {
-            exec(
-                tx,
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [key, value],
-            )?;
-            Ok::<_, StorageError>(())
-        })
+    fn served_plugin(&self) -> Result<Option<ServedPlugin>, StorageError> {
+        Ok(served_plugin(&self.conn())?)
+    }
+
+    fn lock_policies(&self) -> Result<PolicyLock, StorageError> {
+        LocalLock::take(&self.policies, true)
+            .ok_or_else(|| StorageError::Database("the policy lock was not taken".into()))
+    }
+
+    fn try_lock_policies(&self) -> Result<Option<PolicyLock>, StorageError> {
+        Ok(LocalLock::take(&self.policies, false))
     }
 
     fn healthy(&self) -> bool {

@@ -8,8 +8,8 @@
 
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use super::{ManifestRow, Storage, StorageError};
-use serde_json::{Map, json};
+use super::{ManifestRow, ServedPlugin, Storage, StorageError};
+use serde_json::{Map, Value, json};
 use tagguard_engine::audit::{CheckpointKey, verify_against};
 use tagguard_engine::{
     AuditEntry, Change, MarkBatch, MarkImmutable, Performer, PluginStamp, Policy, ScanRequest,
@@ -423,6 +423,176 @@ fn a_tags_log_holds_its_entries_and_not_a_longer_names(t: &TestDb) {
     let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1, 3]);
     assert!(s.tag_log("org", "other", "a").unwrap().is_empty());
+}
+
+fn swap_record(generation: u64, old: &str, new: &str) -> AuditEntry {
+    let metadata = json!({
+        "action": "swap",
+        "generation": generation,
+        "old_plugin": {"name": "p", "version": "1", "sha256": old},
+        "new_plugin": {"name": "p", "version": "2", "sha256": new},
+        "outcome": "success",
+    });
+    let Value::Object(metadata) = metadata else {
+        unreachable!()
+    };
+    AuditEntry::by_host(
+        tagguard_engine::PLUGIN_SWAPPED,
+        "",
+        None,
+        &Performer {
+            kind: "user",
+            name: "admin".into(),
+            ip: None,
+            request_id: None,
+        },
+        &PluginStamp {
+            name: "p".into(),
+            version: "2".into(),
+            digest: new.into(),
+            generation,
+        },
+        metadata,
+    )
+}
+
+both!(a_swap_record_publishes_the_served_plugin_only_when_its_generation_follows);
+fn a_swap_record_publishes_the_served_plugin_only_when_its_generation_follows(t: &TestDb) {
+    let s = t.store();
+    s.put_plugin("sha256:aa", b"component a").unwrap();
+    s.put_plugin("sha256:aa", b"component a").unwrap();
+    assert_eq!(
+        s.plugin_component("sha256:aa").unwrap().as_deref(),
+        Some(&b"component a"[..])
+    );
+    assert_eq!(s.plugin_component("sha256:bb").unwrap(), None);
+    assert_eq!(s.served_plugin().unwrap(), None);
+
+    // Generation 1 serves before any swap: a record of generation 3 does not follow.
+    let skipped = s.commit(Change::None, vec![swap_record(3, "sha256:aa", "sha256:bb")]);
+    assert!(
+        matches!(skipped, Err(SinkError::Conflict(_))),
+        "{skipped:?}"
+    );
+    assert!(
+        s.full_log().unwrap().is_empty(),
+        "a refused swap leaves no record"
+    );
+
+    s.commit(Change::None, vec![swap_record(2, "sha256:aa", "sha256:bb")])
+        .unwrap();
+    let served = ServedPlugin {
+        generation: 2,
+        digest: "sha256:bb".into(),
+        previous: Some("sha256:aa".into()),
+    };
+    assert_eq!(s.served_plugin().unwrap(), Some(served.clone()));
+
+    // A process that had not followed generation 2 swaps as 2 again: refused.
+    let stale = s.commit(Change::None, vec![swap_record(2, "sha256:aa", "sha256:cc")]);
+    assert!(matches!(stale, Err(SinkError::Conflict(_))), "{stale:?}");
+    assert_eq!(s.served_plugin().unwrap(), Some(served));
+    assert_eq!(s.full_log().unwrap().len(), 1);
+
+    // Records of other kinds leave the served plugin alone.
+    s.commit(
+        Change::InsertPolicy(policy("p1")),
+        vec![entry("x", "r", "p1")],
+    )
+    .unwrap();
+    assert_eq!(s.served_plugin().unwrap().unwrap().generation, 2);
+}
+
+both!(the_policy_lock_admits_one_holder_and_the_next_when_it_drops);
+fn the_policy_lock_admits_one_holder_and_the_next_when_it_drops(t: &TestDb) {
+    let s = t.store();
+    let held = s.lock_policies().unwrap();
+    assert!(s.try_lock_policies().unwrap().is_none());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _second = s.lock_policies().unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "a second holder waits"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the waiter gets the lock once it is dropped");
+    });
+    assert!(s.try_lock_policies().unwrap().is_some());
+}
+
+both!(the_log_filters_by_tag_and_performer_and_pages_both_ways);
+fn the_log_filters_by_tag_and_performer_and_pages_both_ways(t: &TestDb) {
+    let s = t.store();
+    for (i, tag) in ["a", "b", "a", "a", "ab", "a"].iter().enumerate() {
+        let mut e = entry(tag, "r", "p");
+        if i == 3 {
+            e.performer.name = "bob".into();
+        }
+        s.commit(Change::None, vec![e]).unwrap();
+    }
+    let seqs = |q: super::LogQuery| -> Vec<u64> {
+        s.log(&super::LogQuery { limit: 10, ..q })
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    let tag = |t: &str| Some(t.to_string());
+    assert_eq!(
+        seqs(super::LogQuery {
+            tag: tag("a"),
+            ..Default::default()
+        }),
+        vec![6, 4, 3, 1]
+    );
+    assert_eq!(
+        seqs(super::LogQuery {
+            tag: tag("a"),
+            performer: tag("alice"),
+            ..Default::default()
+        }),
+        vec![6, 3, 1]
+    );
+    assert_eq!(
+        seqs(super::LogQuery {
+            performer: tag("bob"),
+            ..Default::default()
+        }),
+        vec![4]
+    );
+    // Older than 6, two at a time; then the page just newer than 1.
+    assert_eq!(
+        s.log(&super::LogQuery {
+            tag: tag("a"),
+            before_seq: Some(6),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    assert_eq!(
+        s.log(&super::LogQuery {
+            tag: tag("a"),
+            after_seq: Some(1),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
 }
 
 // PostgreSQL only: two stores on one database, as two registry replicas are.

@@ -211,7 +211,8 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// A small HTTP/1.1 client (one connection per request, `Connection: close`)
+// A small HTTP/1.1 client (one connection per request, `Connection: close`; the
+// answer is read by its length, so servers that keep connections open work too)
 
 #[derive(Clone, Copy, Debug)]
 pub enum Auth {
@@ -339,7 +340,7 @@ pub fn try_http(
     // falls through to the read.
     let write_result = stream.write_all(body).and_then(|_| stream.flush());
     let mut raw = Vec::new();
-    let read_result = stream.read_to_end(&mut raw);
+    let read_result = read_response(&mut stream, method, &mut raw);
     if raw.is_empty() {
         write_result?;
         read_result?;
@@ -356,6 +357,53 @@ pub fn try_http(
     }
     let _ = stream.shutdown(Shutdown::Both);
     parse_response(method, path, &raw)
+}
+
+/// Reads one response into `raw`: the head, then the body by `Content-Length`,
+/// by chunks, or (with neither) to the end of the stream. A keep-alive server
+/// that leaves the connection open is therefore read to the end of its answer.
+fn read_response(stream: &mut TcpStream, method: &str, raw: &mut Vec<u8>) -> io::Result<()> {
+    let mut buf = [0u8; 65536];
+    loop {
+        if response_complete(method, raw) {
+            return Ok(());
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether `raw` holds a whole response (head and body) already.
+fn response_complete(method: &str, raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let rest = &raw[end + 4..];
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if method == "HEAD" || status == 204 || status == 304 || status < 200 {
+        true
+    } else if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        decode_chunked(rest).is_some()
+    } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.len() >= len
+    } else {
+        false
+    }
 }
 
 fn parse_response(method: &str, path: &str, raw: &[u8]) -> io::Result<Response> {
@@ -531,11 +579,64 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> CmdOutput {
 // ---------------------------------------------------------------------------
 // The registry under test
 
+// ---------------------------------------------------------------------------
+// The database under test
+
+/// The PostgreSQL server the tests may use (`TAGGUARD_TEST_POSTGRES`, a URL such as
+/// `postgres://tg@127.0.0.1:55432/postgres`). Without it, `None`; with
+/// `TAGGUARD_REQUIRE_CLIENTS=1` set, a missing server fails the test instead.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("TAGGUARD_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("TAGGUARD_REQUIRE_CLIENTS").as_deref() != Ok("1"),
+                "TAGGUARD_TEST_POSTGRES is not set (TAGGUARD_REQUIRE_CLIENTS=1): start a server with .ci/postgres"
+            );
+            eprintln!("TAGGUARD_TEST_POSTGRES is not set: skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// Whether the servers of this test run use PostgreSQL
+/// (`TAGGUARD_TEST_BACKEND=postgres`), each on a fresh database of its own.
+pub fn on_postgres() -> bool {
+    std::env::var("TAGGUARD_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// A fresh, empty database on the PostgreSQL server `server`; returns its URL.
+pub fn fresh_postgres_database(server: &str, hint: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let clean: String = hint
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(30)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let name = format!(
+        "tg_{clean}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut client = postgres::Client::connect(server, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connecting to {server}: {e}"));
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    format!("{base}/{name}")
+}
+
 /// A `tagguard-registry serve` child process; killed on drop.
 pub struct Server {
     pub port: u16,
     pub data: PathBuf,
     pub tokens: PathBuf,
+    /// `--database`, when the server runs on PostgreSQL.
+    pub database: Option<String>,
     root: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -544,8 +645,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Writes the tokens file and starts a server with its data in `root/data`.
+    /// Writes the tokens file and starts a server with its data in `root/data`: on
+    /// SQLite there, or on a fresh PostgreSQL database when [`on_postgres`].
     pub fn start(root: &Path) -> Server {
+        let database = on_postgres().then(|| {
+            let server = postgres_server().expect("TAGGUARD_TEST_BACKEND=postgres needs a server");
+            fresh_postgres_database(&server, &root.display().to_string())
+        });
+        Server::start_on(root, database)
+    }
+
+    /// Writes the tokens file and starts a server with its data in `root/data` and the
+    /// database `database` (`None`: SQLite in the data dir).
+    pub fn start_on(root: &Path, database: Option<String>) -> Server {
         let data = root.join("data");
         fs::create_dir_all(&data).expect("create data dir");
         let tokens = root.join("tokens.toml");
@@ -554,6 +666,26 @@ impl Server {
             port: 0,
             data,
             tokens,
+            database,
+            root: root.to_owned(),
+            child: None,
+            starts: 0,
+            stdout_log: PathBuf::new(),
+            stderr_log: PathBuf::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Another registry process on the same data dir and database (a replica), with
+    /// its logs in `root`.
+    pub fn replica(&self, root: &Path) -> Server {
+        fs::create_dir_all(root).expect("create replica dir");
+        let mut server = Server {
+            port: 0,
+            data: self.data.clone(),
+            tokens: self.tokens.clone(),
+            database: self.database.clone(),
             root: root.to_owned(),
             child: None,
             starts: 0,
@@ -580,6 +712,11 @@ impl Server {
             .arg(&self.data)
             .arg("--tokens")
             .arg(&self.tokens)
+            .args(
+                self.database
+                    .iter()
+                    .flat_map(|d| ["--database", d.as_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -634,6 +771,35 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The names of alive, non-hidden, immutable tags, read from the database itself
+    /// (SQLite through the `sqlite3` client); `None` when that client is missing.
+    pub fn immutable_tags_in_db(&self) -> Option<std::collections::BTreeSet<String>> {
+        const ALIVE_IMMUTABLE: &str = "SELECT name FROM tag WHERE lifetime_end_ms IS NULL \
+             AND hidden = FALSE AND immutable = TRUE";
+        if let Some(url) = &self.database {
+            let mut client = postgres::Client::connect(url, postgres::NoTls)
+                .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+            let rows = client.query(ALIVE_IMMUTABLE, &[]).expect("query tags");
+            return Some(rows.iter().map(|r| r.get::<_, String>(0)).collect());
+        }
+        if !on_path("sqlite3") {
+            assert!(
+                !clients_required(),
+                "sqlite3 not installed (TAGGUARD_REQUIRE_CLIENTS=1)"
+            );
+            return None;
+        }
+        let out = run_cmd(
+            Command::new("sqlite3")
+                .arg("-readonly")
+                .arg(self.data.join("registry.db"))
+                .arg(format!("{ALIVE_IMMUTABLE};")),
+            Duration::from_secs(120),
+        )
+        .ok();
+        Some(out.stdout.lines().map(str::to_owned).collect())
     }
 
     /// The last lines of the server's stdout and stderr, for failure messages.
@@ -989,4 +1155,126 @@ pub fn performer(entry: &Value) -> &str {
 /// Entries of one kind.
 pub fn of_kind<'a>(logs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     logs.iter().filter(|e| log_kind(e) == kind).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Images built offline with umoci, pushed with skopeo; tags in bulk
+
+/// How long one client command may take.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An OCI layout `dir/img` with `base` (empty) and one image per name, each
+/// adding the file `/<name>.txt` with its own content to the base.
+pub fn umoci_images(dir: &Path, names: &[&str]) -> PathBuf {
+    let layout = dir.join("img");
+    let layout_s = layout.to_str().expect("utf-8 path");
+    run_cmd(
+        Command::new("umoci").args(["init", "--layout", layout_s]),
+        CLIENT_TIMEOUT,
+    )
+    .ok();
+    run_cmd(
+        Command::new("umoci").args(["new", "--image", &format!("{layout_s}:base")]),
+        CLIENT_TIMEOUT,
+    )
+    .ok();
+    for name in names {
+        let bundle = dir.join(format!("bundle-{name}"));
+        let bundle_s = bundle.to_str().expect("utf-8 path");
+        run_cmd(
+            Command::new("umoci").args([
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{layout_s}:base"),
+                bundle_s,
+            ]),
+            CLIENT_TIMEOUT,
+        )
+        .ok();
+        fs::write(
+            bundle.join("rootfs").join(format!("{name}.txt")),
+            format!("this is image {name}\n"),
+        )
+        .expect("write file into bundle");
+        run_cmd(
+            Command::new("umoci").args([
+                "repack",
+                "--image",
+                &format!("{layout_s}:{name}"),
+                bundle_s,
+            ]),
+            CLIENT_TIMEOUT,
+        )
+        .ok();
+    }
+    layout
+}
+
+pub fn skopeo_copy(
+    server: &Server,
+    layout: &Path,
+    name: &str,
+    dest: &str,
+    digestfile: &Path,
+) -> CmdOutput {
+    run_cmd(
+        Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &ALICE.creds(),
+            "--digestfile",
+            digestfile.to_str().expect("utf-8 path"),
+            &format!("oci:{}:{name}", layout.display()),
+            &server.image(dest),
+        ]),
+        CLIENT_TIMEOUT,
+    )
+}
+
+pub fn get_manifest(server: &Server, repo: &str, reference: &str) -> Response {
+    server.request(
+        "GET",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        ALICE,
+        &[("Accept", MANIFEST_ACCEPT)],
+        b"",
+    )
+}
+
+pub fn seed_tags(server: &Server, dir: &TempDir, tags: &[String]) -> (Vec<u8>, Duration) {
+    server.push_image("org/app", "seed", "seed image", ALICE);
+    let got = get_manifest(server, "org/app", "seed").expect(200);
+    let content_type = got
+        .header("content-type")
+        .expect("manifest Content-Type")
+        .to_owned();
+    let bulk = bulk_put_tags(
+        server,
+        dir.path(),
+        "org/app",
+        &got.body,
+        &content_type,
+        tags,
+    );
+    let created = bulk.codes.get("201").copied().unwrap_or(0);
+    assert_eq!(
+        created,
+        tags.len(),
+        "every tag PUT answers 201; got {:?}",
+        bulk.codes
+    );
+    eprintln!("pushed {} tags in {:.1?}", tags.len(), bulk.elapsed);
+    (got.body, bulk.elapsed)
+}
+
+/// The `tag_made_immutable_by_policy` records of `logs`, by tag.
+pub fn marks_by_tag(logs: &[Value]) -> BTreeMap<String, Vec<&Value>> {
+    let mut by_tag: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for e in of_kind(logs, "tag_made_immutable_by_policy") {
+        let tag = log_tag(e).unwrap_or_else(|| panic!("record without a tag: {e}"));
+        by_tag.entry(tag.to_owned()).or_default().push(e);
+    }
+    by_tag
 }
