@@ -955,3 +955,72 @@ fn a_bad_postgres_url_is_a_database_error() {
         Ok(_) => panic!("a bad URL connected"),
     }
 }
+
+postgres_only!(the_policy_lock_is_one_across_replicas_and_frees_when_dropped_on_a_runtime);
+fn the_policy_lock_is_one_across_replicas_and_frees_when_dropped_on_a_runtime(t: &TestDb) {
+    let a = t.store();
+    let b = t.replica();
+    let held = a.lock_policies().unwrap();
+    assert!(b.try_lock_policies().unwrap().is_none());
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::scope(|sc| {
+        let b = &b;
+        sc.spawn(move || send.send(b.lock_policies().unwrap()).unwrap());
+        assert!(answer(&receive, 300).is_none(), "the other replica waits");
+        // Dropped on a runtime thread, as an async handler might: no panic, and freed.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async move { drop(held) });
+        let second = answer(&receive, 5_000).expect("the waiter gets the lock");
+        assert!(a.try_lock_policies().unwrap().is_none());
+        drop(second);
+    });
+    assert!(a.try_lock_policies().unwrap().is_some());
+}
+
+postgres_only!(two_replicas_swapping_at_once_publish_one_generation);
+fn two_replicas_swapping_at_once_publish_one_generation(t: &TestDb) {
+    let a = t.store();
+    let b = t.replica();
+    a.put_plugin("sha256:bb", b"component b").unwrap();
+    assert_eq!(
+        b.plugin_component("sha256:bb").unwrap().as_deref(),
+        Some(&b"component b"[..])
+    );
+    for generation in 2..8u64 {
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|sc| {
+            let swaps: Vec<_> = [(a, "sha256:aa"), (&b as &dyn Storage, "sha256:cc")]
+                .into_iter()
+                .map(|(store, new)| {
+                    let barrier = &barrier;
+                    sc.spawn(move || {
+                        barrier.wait();
+                        store.commit(
+                            Change::None,
+                            vec![swap_record(generation, "sha256:bb", new)],
+                        )
+                    })
+                })
+                .collect();
+            swaps.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Err(SinkError::Conflict(_))))
+            .count();
+        assert_eq!(
+            (ok, conflicts),
+            (1, 1),
+            "generation {generation}: {results:?}"
+        );
+        let served = a.served_plugin().unwrap().unwrap();
+        assert_eq!(served.generation, generation);
+        assert_eq!(b.served_plugin().unwrap(), Some(served));
+    }
+    let log = b.full_log().unwrap();
+    assert_eq!(log.len(), 6, "one record per published generation");
+    verify_against(&log, &key(), &a.checkpoints().unwrap()).unwrap();
+}
