@@ -621,11 +621,16 @@ pub fn fresh_postgres_database(server: &str, hint: &str) -> String {
     );
     let mut client = postgres::Client::connect(server, postgres::NoTls)
         .unwrap_or_else(|e| panic!("connecting to {server}: {e}"));
-    client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))
-        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    // Two statements: one string of both would run as one transaction, which
+    // CREATE DATABASE refuses.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    }
     let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
     format!("{base}/{name}")
 }
