@@ -439,9 +439,8 @@ fn postgres_cpu_seconds() -> f64 {
 fn fresh_database(url: &str) -> anyhow::Result<String> {
     let name = format!("tg_bench_{}", std::process::id());
     let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-    client.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-    ))?;
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    client.batch_execute(&format!("CREATE DATABASE {name}"))?;
     let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
     Ok(format!("{base}/{name}"))
 }

@@ -290,18 +290,38 @@ fn policy_rows(rows: Vec<Row>, out: &mut Vec<Policy>) -> Result<(), StorageError
     Ok(())
 }
 
-/// Id of the namespace row, created if missing.
-fn namespace_id(c: &mut impl GenericClient, ns: &str) -> PgResult<i64> {
-    c.execute(
-        "INSERT INTO namespace (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-        &[&ns],
-    )?;
-    c.query_one("SELECT id FROM namespace WHERE name = $1", &[&ns])?
-        .try_get(0)
+/// The id `find` reads, after `insert` (`ON CONFLICT DO NOTHING`) when the row is
+/// missing: read first, because the row almost always exists. `find` takes the first
+/// of `params`.
+fn find_or_insert(
+    c: &mut impl GenericClient,
+    find: &str,
+    insert: &str,
+    params: Params<'_>,
+) -> PgResult<i64> {
+    if let Some(row) = c.query_opt(find, &params[..1])? {
+        return row.try_get(0);
+    }
+    c.execute(insert, params)?;
+    c.query_one(find, &params[..1])?.try_get(0)
 }
 
-/// Id of the repository row, created (with its namespace) if missing.
+/// Id of the namespace row, created if missing.
+fn namespace_id(c: &mut impl GenericClient, ns: &str) -> PgResult<i64> {
+    find_or_insert(
+        c,
+        "SELECT id FROM namespace WHERE name = $1",
+        "INSERT INTO namespace (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        &[&ns],
+    )
+}
+
+/// Id of the repository row, created (with its namespace) if missing (read first:
+/// it almost always exists).
 fn repository_id(c: &mut impl GenericClient, ns: &str, repo: &str) -> PgResult<i64> {
+    if let Some(id) = find_repository(c, ns, repo)? {
+        return Ok(id);
+    }
     let ns_id = namespace_id(c, ns)?;
     c.execute(
         "INSERT INTO repository (namespace_id, name) VALUES ($1, $2) \
@@ -417,25 +437,20 @@ fn lock_head(tx: &mut Transaction<'_>) -> PgResult<(u64, String)> {
 fn insert_log_row(tx: &mut Transaction<'_>, chained: &ChainedEntry) -> PgResult<()> {
     let e = &chained.entry;
     let kind_name: &str = e.kind;
-    tx.execute(
+    let kind = find_or_insert(
+        tx,
+        "SELECT id FROM logentrykind WHERE name = $1",
         "INSERT INTO logentrykind (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         &[&kind_name],
     )?;
-    let kind: i64 = tx
-        .query_one("SELECT id FROM logentrykind WHERE name = $1", &[&kind_name])?
-        .try_get(0)?;
     let account = namespace_id(tx, &e.namespace)?;
     let performer_kind: &str = e.performer.kind;
-    tx.execute(
+    let performer = find_or_insert(
+        tx,
+        "SELECT id FROM \"user\" WHERE username = $1",
         "INSERT INTO \"user\" (username, kind) VALUES ($1, $2) ON CONFLICT (username) DO NOTHING",
         &[&e.performer.name, &performer_kind],
     )?;
-    let performer: i64 = tx
-        .query_one(
-            "SELECT id FROM \"user\" WHERE username = $1",
-            &[&e.performer.name],
-        )?
-        .try_get(0)?;
     let repository = match &e.repository {
         Some(repo) => Some(repository_id(tx, &e.namespace, repo)?),
         None => None,
