@@ -28,7 +28,8 @@ use super::{
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Transaction};
+use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,14 +75,79 @@ struct Pool {
 }
 
 struct PoolState {
-    idle: Vec<Client>,
+    idle: Vec<Conn>,
     open: usize,
 }
 
-/// A client taken from the pool, returned to it on drop.
+/// A connection and the statements prepared on it, by SQL text: a statement is parsed
+/// and planned once per connection, and then each use is one round trip.
+struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// At most this many statements are kept per connection (the store's SQL is a fixed
+/// set; the bound only guards against a growing one).
+const MAX_STATEMENTS: usize = 256;
+
+/// A connection, or a transaction on one, that runs SQL through the connection's
+/// prepared statements.
+struct Db<'a, C: GenericClient> {
+    c: &'a mut C,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+/// A transaction with its connection's prepared statements.
+type Tx<'a, 't> = Db<'a, Transaction<'t>>;
+
+impl<'a> Db<'a, Client> {
+    /// A pooled connection, outside any transaction.
+    fn on(conn: &'a mut Conn) -> Self {
+        Db {
+            c: &mut conn.client,
+            statements: &mut conn.statements,
+        }
+    }
+}
+
+impl<C: GenericClient> Db<'_, C> {
+    fn prepared(&mut self, sql: &str) -> PgResult<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.c.prepare(sql)?;
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    fn query(&mut self, sql: &str, params: Params<'_>) -> PgResult<Vec<Row>> {
+        let s = self.prepared(sql)?;
+        self.c.query(&s, params)
+    }
+
+    fn query_one(&mut self, sql: &str, params: Params<'_>) -> PgResult<Row> {
+        let s = self.prepared(sql)?;
+        self.c.query_one(&s, params)
+    }
+
+    fn query_opt(&mut self, sql: &str, params: Params<'_>) -> PgResult<Option<Row>> {
+        let s = self.prepared(sql)?;
+        self.c.query_opt(&s, params)
+    }
+
+    fn execute(&mut self, sql: &str, params: Params<'_>) -> PgResult<u64> {
+        let s = self.prepared(sql)?;
+        self.c.execute(&s, params)
+    }
+}
+
+/// A connection taken from the pool, returned to it on drop.
 struct Pooled<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    conn: Option<Conn>,
 }
 
 impl Pool {
@@ -96,13 +162,13 @@ impl Pool {
         let mut state = self.state();
         loop {
             while let Some(client) = state.idle.pop() {
-                if client.is_closed() {
+                if client.client.is_closed() {
                     state.open -= 1;
                     continue;
                 }
                 return Ok(Pooled {
                     pool: self,
-                    client: Some(client),
+                    conn: Some(client),
                 });
             }
             if state.open < self.max {
@@ -111,7 +177,10 @@ impl Pool {
                 return match self.config.connect(NoTls) {
                     Ok(client) => Ok(Pooled {
                         pool: self,
-                        client: Some(client),
+                        conn: Some(Conn {
+                            client,
+                            statements: HashMap::new(),
+                        }),
                     }),
                     Err(e) => {
                         self.state().open -= 1;
@@ -146,11 +215,11 @@ impl Drop for Pool {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
+        let Some(client) = self.conn.take() else {
             return;
         };
         let mut state = self.pool.state();
-        if client.is_closed() {
+        if client.client.is_closed() {
             state.open -= 1;
         } else {
             state.idle.push(client);
@@ -161,17 +230,17 @@ impl Drop for Pooled<'_> {
 }
 
 impl Deref for Pooled<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn
             .as_ref()
             .expect("a pooled client is present until dropped")
     }
 }
 
 impl DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn
             .as_mut()
             .expect("a pooled client is present until dropped")
     }
@@ -294,7 +363,7 @@ fn policy_rows(rows: Vec<Row>, out: &mut Vec<Policy>) -> Result<(), StorageError
 /// missing: read first, because the row almost always exists. `find` takes the first
 /// of `params`.
 fn find_or_insert(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     find: &str,
     insert: &str,
     params: Params<'_>,
@@ -307,7 +376,7 @@ fn find_or_insert(
 }
 
 /// Id of the namespace row, created if missing.
-fn namespace_id(c: &mut impl GenericClient, ns: &str) -> PgResult<i64> {
+fn namespace_id(c: &mut Db<'_, impl GenericClient>, ns: &str) -> PgResult<i64> {
     find_or_insert(
         c,
         "SELECT id FROM namespace WHERE name = $1",
@@ -318,7 +387,7 @@ fn namespace_id(c: &mut impl GenericClient, ns: &str) -> PgResult<i64> {
 
 /// Id of the repository row, created (with its namespace) if missing (read first:
 /// it almost always exists).
-fn repository_id(c: &mut impl GenericClient, ns: &str, repo: &str) -> PgResult<i64> {
+fn repository_id(c: &mut Db<'_, impl GenericClient>, ns: &str, repo: &str) -> PgResult<i64> {
     if let Some(id) = find_repository(c, ns, repo)? {
         return Ok(id);
     }
@@ -336,7 +405,11 @@ fn repository_id(c: &mut impl GenericClient, ns: &str, repo: &str) -> PgResult<i
 }
 
 /// Id of an existing repository.
-fn find_repository(c: &mut impl GenericClient, ns: &str, repo: &str) -> PgResult<Option<i64>> {
+fn find_repository(
+    c: &mut Db<'_, impl GenericClient>,
+    ns: &str,
+    repo: &str,
+) -> PgResult<Option<i64>> {
     c.query_opt(
         "SELECT r.id FROM repository r JOIN namespace n ON n.id = r.namespace_id \
          WHERE n.name = $1 AND r.name = $2",
@@ -348,7 +421,7 @@ fn find_repository(c: &mut impl GenericClient, ns: &str, repo: &str) -> PgResult
 
 /// Locks the tag rows `ids` (alive or not), in id order: the order every
 /// transaction takes tag locks in.
-fn lock_tags(tx: &mut Transaction<'_>, ids: &[u64]) -> PgResult<()> {
+fn lock_tags(tx: &mut Tx<'_, '_>, ids: &[u64]) -> PgResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -362,7 +435,7 @@ fn lock_tags(tx: &mut Transaction<'_>, ids: &[u64]) -> PgResult<()> {
 
 /// `(immutable, hidden)` of an alive tag, or `None`; the row stays locked until
 /// the transaction ends.
-fn alive_state(tx: &mut Transaction<'_>, id: u64) -> PgResult<Option<(bool, bool)>> {
+fn alive_state(tx: &mut Tx<'_, '_>, id: u64) -> PgResult<Option<(bool, bool)>> {
     tx.query_opt(
         "SELECT immutable, hidden FROM tag WHERE id = $1 AND lifetime_end_ms IS NULL FOR UPDATE",
         &[&(id as i64)],
@@ -371,7 +444,7 @@ fn alive_state(tx: &mut Transaction<'_>, id: u64) -> PgResult<Option<(bool, bool
     .transpose()
 }
 
-fn end_tag(tx: &mut Transaction<'_>, id: u64) -> PgResult<()> {
+fn end_tag(tx: &mut Tx<'_, '_>, id: u64) -> PgResult<()> {
     tx.execute(
         "UPDATE tag SET lifetime_end_ms = $2 WHERE id = $1 AND lifetime_end_ms IS NULL",
         &[&(id as i64), &now_ms()],
@@ -380,7 +453,7 @@ fn end_tag(tx: &mut Transaction<'_>, id: u64) -> PgResult<()> {
 }
 
 /// The policy-set version, read with `lock` (`FOR SHARE`, `FOR UPDATE`, or nothing).
-fn policy_version(c: &mut impl GenericClient, lock: &str) -> PgResult<u64> {
+fn policy_version(c: &mut Db<'_, impl GenericClient>, lock: &str) -> PgResult<u64> {
     let row = c.query_opt(
         &format!("SELECT value FROM meta WHERE key = 'policy_version' {lock}"),
         &[],
@@ -392,11 +465,11 @@ fn policy_version(c: &mut impl GenericClient, lock: &str) -> PgResult<u64> {
 }
 
 /// Locks the policy version for a policy change (which [`bump_policy_version`] ends).
-fn lock_policy_version(tx: &mut Transaction<'_>) -> PgResult<()> {
+fn lock_policy_version(tx: &mut Tx<'_, '_>) -> PgResult<()> {
     policy_version(tx, "FOR UPDATE").map(drop)
 }
 
-fn bump_policy_version(tx: &mut Transaction<'_>) -> PgResult<()> {
+fn bump_policy_version(tx: &mut Tx<'_, '_>) -> PgResult<()> {
     let next = policy_version(tx, "FOR UPDATE")? + 1;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('policy_version', $1) \
@@ -407,7 +480,7 @@ fn bump_policy_version(tx: &mut Transaction<'_>) -> PgResult<()> {
 }
 
 /// Whether every alive tag in `ids` is mutable; a conflict names the first that is not.
-fn check_removable(tx: &mut Transaction<'_>, ids: &[u64]) -> Result<(), SinkError> {
+fn check_removable(tx: &mut Tx<'_, '_>, ids: &[u64]) -> Result<(), SinkError> {
     lock_tags(tx, ids).map_err(sink)?;
     for &id in ids {
         match alive_state(tx, id).map_err(sink)? {
@@ -425,7 +498,7 @@ fn check_removable(tx: &mut Transaction<'_>, ids: &[u64]) -> Result<(), SinkErro
 /// that appends entries. Taking it first in all of them is the lock order that
 /// rules out deadlocks between appending transactions, and it makes them append
 /// one after another, each on the head the previous one left.
-fn lock_head(tx: &mut Transaction<'_>) -> PgResult<(u64, String)> {
+fn lock_head(tx: &mut Tx<'_, '_>) -> PgResult<(u64, String)> {
     let row = tx.query_one(
         "SELECT seq, hash FROM chainhead WHERE id = 1 FOR UPDATE",
         &[],
@@ -434,7 +507,7 @@ fn lock_head(tx: &mut Transaction<'_>) -> PgResult<(u64, String)> {
 }
 
 /// Inserts one chained entry into `logentry3`, with its Quay columns derived from it.
-fn insert_log_row(tx: &mut Transaction<'_>, chained: &ChainedEntry) -> PgResult<()> {
+fn insert_log_row(tx: &mut Tx<'_, '_>, chained: &ChainedEntry) -> PgResult<()> {
     let e = &chained.entry;
     let kind_name: &str = e.kind;
     let kind = find_or_insert(
@@ -481,7 +554,7 @@ fn insert_log_row(tx: &mut Transaction<'_>, chained: &ChainedEntry) -> PgResult<
 }
 
 /// The plugin the database says serves, read with `lock` (`FOR UPDATE` or nothing).
-fn served_plugin(c: &mut impl GenericClient, lock: &str) -> PgResult<Option<ServedPlugin>> {
+fn served_plugin(c: &mut Db<'_, impl GenericClient>, lock: &str) -> PgResult<Option<ServedPlugin>> {
     c.query_opt(
         &format!("SELECT generation, digest, previous FROM servedplugin WHERE id = 1 {lock}"),
         &[],
@@ -498,7 +571,7 @@ fn served_plugin(c: &mut impl GenericClient, lock: &str) -> PgResult<Option<Serv
 
 /// Makes `next` the served plugin, if it follows the stored one. Only appending
 /// transactions call it, after the chain head: swaps commit one at a time.
-fn publish_plugin(tx: &mut Transaction<'_>, next: &ServedPlugin) -> Result<(), SinkError> {
+fn publish_plugin(tx: &mut Tx<'_, '_>, next: &ServedPlugin) -> Result<(), SinkError> {
     let stored = served_plugin(tx, "FOR UPDATE").map_err(sink)?;
     next.check_follows(stored.as_ref())?;
     tx.execute(
@@ -575,8 +648,8 @@ impl PostgresStore {
     /// replicas starting at once apply it one after another; every statement is
     /// idempotent.
     fn migrate(&self) -> Result<(), StorageError> {
-        let mut client = self.pool.take()?;
-        let mut tx = client.transaction()?;
+        let mut pooled = self.pool.take()?;
+        let mut tx = pooled.client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(SCHEMA)?;
         tx.execute(
@@ -590,14 +663,19 @@ impl PostgresStore {
     /// Runs `f` in one READ COMMITTED transaction, committed only if it succeeds.
     fn write<T, E: From<postgres::Error> + From<StorageError>>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, E>,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut client = self.pool.take()?;
-        let mut tx = client
+        let mut pooled = self.pool.take()?;
+        let conn = &mut *pooled;
+        let mut tx = conn
+            .client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()?;
-        let out = f(&mut tx)?;
+        let out = f(&mut Db {
+            c: &mut tx,
+            statements: &mut conn.statements,
+        })?;
         tx.commit()?;
         Ok(out)
     }
@@ -606,7 +684,7 @@ impl PostgresStore {
     /// the transaction), moves the head and signs it; returns their seqs.
     fn append(
         &self,
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_, '_>,
         head: (u64, String),
         entries: Vec<AuditEntry>,
     ) -> PgResult<Vec<u64>> {
@@ -647,7 +725,7 @@ impl PostgresStore {
     }
 
     /// Applies a change; a conflict leaves the transaction to be rolled back.
-    fn apply(&self, tx: &mut Transaction<'_>, change: Change) -> Result<(), SinkError> {
+    fn apply(&self, tx: &mut Tx<'_, '_>, change: Change) -> Result<(), SinkError> {
         match change {
             Change::None => Ok(()),
             Change::PutTag {
@@ -873,7 +951,7 @@ impl PostgresStore {
     }
 
     /// Adds `n` marked tags to the progress of the running run of `entry`'s policy.
-    fn note_progress(tx: &mut Transaction<'_>, entry: &AuditEntry, n: usize) -> PgResult<()> {
+    fn note_progress(tx: &mut Tx<'_, '_>, entry: &AuditEntry, n: usize) -> PgResult<()> {
         if n == 0 {
             return Ok(());
         }
@@ -898,12 +976,12 @@ impl PostgresStore {
 
     /// Rows of one read on a pooled connection.
     fn read(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StorageError> {
-        Ok(self.pool.take()?.query(sql, params)?)
+        Ok(Db::on(&mut *self.pool.take()?).query(sql, params)?)
     }
 
     /// At most one row of one read on a pooled connection.
     fn read_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, StorageError> {
-        Ok(self.pool.take()?.query_opt(sql, params)?)
+        Ok(Db::on(&mut *self.pool.take()?).query_opt(sql, params)?)
     }
 
     fn tags(&self, sql: &str, params: Params<'_>) -> Result<Vec<Tag>, StorageError> {
@@ -935,15 +1013,21 @@ impl PostgresStore {
 
 impl AuditSink for PostgresStore {
     fn commit(&self, change: Change, entries: Vec<AuditEntry>) -> Result<(), SinkError> {
-        let mut client = self
+        let mut pooled = self
             .pool
             .take()
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-        let mut tx = client
+        let conn = &mut *pooled;
+        let mut raw = conn
+            .client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .map_err(sink)?;
+        let mut tx = Db {
+            c: &mut raw,
+            statements: &mut conn.statements,
+        };
         // The chain head before anything else (see `lock_head`).
         let head = if entries.is_empty() {
             None
@@ -957,7 +1041,8 @@ impl AuditSink for PostgresStore {
         if let Some(head) = head {
             self.append(&mut tx, head, entries).map_err(sink)?;
         }
-        tx.commit().map_err(sink)
+        drop(tx);
+        raw.commit().map_err(sink)
     }
 }
 
@@ -1229,7 +1314,7 @@ impl Storage for PostgresStore {
     }
 
     fn repository_exists(&self, ns: &str, repo: &str) -> Result<bool, StorageError> {
-        Ok(find_repository(&mut *self.pool.take()?, ns, repo)?.is_some())
+        Ok(find_repository(&mut Db::on(&mut *self.pool.take()?), ns, repo)?.is_some())
     }
 
     fn catalog(&self, last: Option<&str>, limit: usize) -> Result<Vec<String>, StorageError> {
@@ -1268,13 +1353,19 @@ impl Storage for PostgresStore {
         ns: &str,
         repo: Option<&str>,
     ) -> Result<(Vec<Policy>, u64), StorageError> {
-        let mut client = self.pool.take()?;
+        let mut pooled = self.pool.take()?;
+        let conn = &mut *pooled;
         // One snapshot for the version and the policies read with it.
-        let mut tx = client
+        let mut raw = conn
+            .client
             .build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
+        let mut tx = Db {
+            c: &mut raw,
+            statements: &mut conn.statements,
+        };
         let version = policy_version(&mut tx, "")?;
         let mut policies = Vec::new();
         let rows = tx.query(
@@ -1289,7 +1380,8 @@ impl Storage for PostgresStore {
             )?;
             policy_rows(rows, &mut policies)?;
         }
-        tx.commit()?;
+        drop(tx);
+        raw.commit()?;
         Ok((policies, version))
     }
 
@@ -1534,7 +1626,7 @@ impl Storage for PostgresStore {
     }
 
     fn served_plugin(&self) -> Result<Option<ServedPlugin>, StorageError> {
-        Ok(served_plugin(&mut *self.pool.take()?, "")?)
+        Ok(served_plugin(&mut Db::on(&mut *self.pool.take()?), "")?)
     }
 
     fn lock_policies(&self) -> Result<PolicyLock, StorageError> {
@@ -1559,6 +1651,6 @@ impl Storage for PostgresStore {
     fn healthy(&self) -> bool {
         self.pool
             .take()
-            .is_ok_and(|mut c| c.query_one("SELECT 1", &[]).is_ok())
+            .is_ok_and(|mut c| c.client.query_one("SELECT 1", &[]).is_ok())
     }
 }
