@@ -5,7 +5,7 @@
 //! PostgreSQL server in TAGGUARD_TEST_POSTGRES (`.ci/postgres` starts one);
 //! skipped without it, failed without it when TAGGUARD_REQUIRE_CLIENTS=1.
 //!
-//! Size: TAGGUARD_REPLICA_RUN_TAGS (default 5,000: on a 2-core machine the run is
+//! Size: TAGGUARD_REPLICA_RUN_TAGS (default 10,000: on a 2-core machine the run is
 //! caught after its first batch of 500) tags for the kill -9 test.
 
 mod support;
@@ -167,7 +167,7 @@ fn a_replica_killed_mid_run_leaves_an_incomplete_run_that_the_other_finishes() {
     let total: usize = std::env::var("TAGGUARD_REPLICA_RUN_TAGS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+        .unwrap_or(10_000);
     let all: Vec<String> = (0..total).map(|i| format!("t{i}")).collect();
     seed_tags(&b, &dir, &all);
 

@@ -1041,7 +1041,6 @@ impl AuditSink for PostgresStore {
         if let Some(head) = head {
             self.append(&mut tx, head, entries).map_err(sink)?;
         }
-        drop(tx);
         raw.commit().map_err(sink)
     }
 }
@@ -1380,7 +1379,6 @@ impl Storage for PostgresStore {
             )?;
             policy_rows(rows, &mut policies)?;
         }
-        drop(tx);
         raw.commit()?;
         Ok((policies, version))
     }
