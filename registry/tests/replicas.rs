@@ -346,3 +346,71 @@ fn a_swap_on_one_replica_is_served_by_the_other_within_a_second_and_recorded_onc
     assert_eq!(swap_records(&a).len(), 2);
     assert_eq!(a.verify()["verified"], json!(true));
 }
+
+#[test]
+fn an_upload_started_on_one_replica_is_continued_and_finished_on_the_other() {
+    let dir = TempDir::new("replicas-upload");
+    let Some((a, b)) = replicas(&dir) else {
+        return;
+    };
+    let (first, second) = (
+        b"the first chunk, ".as_slice(),
+        b"and the second".as_slice(),
+    );
+    let whole = [first, second].concat();
+    let started = a
+        .request("POST", "/v2/org/app/blobs/uploads/", ALICE, &[], b"")
+        .expect(202);
+    let path = location_path(started.header("location").expect("Location")).to_owned();
+    let patched = b
+        .request(
+            "PATCH",
+            &path,
+            ALICE,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", &format!("0-{}", first.len() - 1)),
+            ],
+            first,
+        )
+        .expect(202);
+    assert_eq!(
+        patched.header("range"),
+        Some(format!("0-{}", first.len() - 1).as_str()),
+        "{}",
+        patched.describe()
+    );
+    let status = a.request("GET", &path, ALICE, &[], b"").expect(204);
+    assert_eq!(
+        status.header("range"),
+        Some(format!("0-{}", first.len() - 1).as_str())
+    );
+    let sep = if path.contains('?') { '&' } else { '?' };
+    b.request(
+        "PUT",
+        &format!("{path}{sep}digest={}", digest(&whole)),
+        ALICE,
+        &[("Content-Type", "application/octet-stream")],
+        second,
+    )
+    .expect(201);
+    let got = a
+        .request(
+            "GET",
+            &format!("/v2/org/app/blobs/{}", digest(&whole)),
+            ALICE,
+            &[],
+            b"",
+        )
+        .expect(200);
+    assert_eq!(got.body, whole, "A serves the blob B finished");
+    // Another repository's request does not see the session.
+    let other = a.request(
+        "GET",
+        &path.replace("org/app", "org/other"),
+        ALICE,
+        &[],
+        b"",
+    );
+    assert_eq!(other.status, 404, "{}", other.describe());
+}
