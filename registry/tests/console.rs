@@ -10,7 +10,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -140,9 +140,36 @@ impl Browser {
         );
     }
 
+    /// Clicks a link or submit button and waits until the page it loads is complete:
+    /// a click's navigation may still be under way when WebDriver answers, and the old
+    /// page must not be read as the new one.
     fn click(&self, css: &str) {
         let id = self.find(css);
+        self.script("window.tagguardOldPage = true; return true;");
         self.call("POST", &format!("/element/{id}/click"), json!({}));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self.script(
+                "return window.tagguardOldPage === undefined && document.readyState === 'complete';",
+            );
+            if loaded == json!(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the click on {css} did not load a page within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a script in the page (the test's own; the console has none).
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
     }
 
     fn text(&self, css: &str) -> String {
@@ -240,48 +267,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-/// An OCI layout with `base` and one image per name, built offline with umoci.
-fn umoci_images(dir: &Path, names: &[&str]) -> PathBuf {
-    let layout = dir.join("img");
-    let l = layout.to_str().expect("utf-8 path");
-    run_cmd(
-        Command::new("umoci").args(["init", "--layout", l]),
-        CMD_TIMEOUT,
-    )
-    .ok();
-    run_cmd(
-        Command::new("umoci").args(["new", "--image", &format!("{l}:base")]),
-        CMD_TIMEOUT,
-    )
-    .ok();
-    for name in names {
-        let bundle = dir.join(format!("bundle-{name}"));
-        let b = bundle.to_str().expect("utf-8 path");
-        run_cmd(
-            Command::new("umoci").args([
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{l}:base"),
-                b,
-            ]),
-            CMD_TIMEOUT,
-        )
-        .ok();
-        std::fs::write(
-            bundle.join("rootfs").join(format!("{name}.txt")),
-            format!("this is image {name}\n"),
-        )
-        .expect("write file into bundle");
-        run_cmd(
-            Command::new("umoci").args(["repack", "--image", &format!("{l}:{name}"), b]),
-            CMD_TIMEOUT,
-        )
-        .ok();
-    }
-    layout
 }
 
 fn skopeo_copy(server: &Server, layout: &Path, name: &str, dest: &str) -> CmdOutput {

@@ -10,8 +10,11 @@ pub mod sqlite;
 mod tests;
 
 use serde::Serialize;
-use tagguard_engine::audit::{ChainedEntry, Checkpoint};
-use tagguard_engine::{AuditEntry, AuditSink, PLUGIN_SWAPPED, Policy, SinkError, Tag, TagStore};
+use serde_json::{Value, json};
+use tagguard_engine::audit::{ChainedEntry, Checkpoint, quay_log_line, read_jsonl};
+use tagguard_engine::{
+    AuditEntry, AuditSink, PLUGIN_SWAPPED, Policy, Scope, SinkError, Tag, TagStore,
+};
 
 /// A storage failure, with the database's message.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,106 @@ pub struct RepositorySummary {
     pub tags: u64,
     /// Alive immutable tags.
     pub immutable: u64,
+}
+
+/// The policy JSON of Quay's policy tables.
+pub fn policy_json(p: &Policy) -> String {
+    json!({"tag_pattern": p.tag_pattern, "tag_pattern_matches": p.tag_pattern_matches}).to_string()
+}
+
+pub fn policy_from_row(
+    uuid: String,
+    ns: String,
+    repo: Option<String>,
+    json: &str,
+) -> Result<Policy, StorageError> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| StorageError::Corrupt(format!("policy {uuid}: {e}")))?;
+    let pattern = v.get("tag_pattern").and_then(Value::as_str);
+    let matches = v.get("tag_pattern_matches").and_then(Value::as_bool);
+    let (Some(pattern), Some(matches)) = (pattern, matches) else {
+        return Err(StorageError::Corrupt(format!(
+            "policy {uuid}: needs tag_pattern and tag_pattern_matches"
+        )));
+    };
+    Ok(Policy {
+        uuid,
+        scope: if repo.is_some() {
+            Scope::Repository
+        } else {
+            Scope::Namespace
+        },
+        namespace: ns,
+        repository: repo,
+        tag_pattern: pattern.into(),
+        tag_pattern_matches: matches,
+    })
+}
+
+/// Reads chained entries from rows of `(seq, entry_json)`.
+pub fn entries_from(rows: Vec<(i64, String)>) -> Result<Vec<ChainedEntry>, StorageError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, json) in rows {
+        let edited = |reason: String| StorageError::EditedLogRow {
+            seq: seq as u64,
+            reason,
+        };
+        let mut read = read_jsonl(&json).map_err(|e| edited(e.reason))?;
+        match read.pop() {
+            Some(entry) if read.is_empty() => out.push(entry),
+            _ => return Err(edited("not one entry".into())),
+        }
+    }
+    Ok(out)
+}
+
+/// A `logentry3` row as stored: its seq, the entry its hash covers, and the Quay
+/// columns derived from that entry.
+pub struct LogRow {
+    /// `id`, the chain's seq.
+    pub seq: i64,
+    /// The chained entry the hash covers.
+    pub entry_json: String,
+    /// The log kind's name.
+    pub kind: String,
+    /// The namespace's name.
+    pub namespace: String,
+    /// `datetime`.
+    pub datetime: String,
+    /// `ip`.
+    pub ip: Option<String>,
+    /// `metadata_json`.
+    pub metadata_json: String,
+    /// `prev_hash`.
+    pub prev_hash: String,
+    /// `hash`.
+    pub hash: String,
+}
+
+impl LogRow {
+    /// The entry, checked against the row's columns: an edited column is an
+    /// [`StorageError::EditedLogRow`] at the row's seq.
+    pub fn checked(self) -> Result<ChainedEntry, StorageError> {
+        let seq = self.seq;
+        let entry = entries_from(vec![(seq, self.entry_json)])?.remove(0);
+        let quay = quay_log_line(&entry);
+        let e = &entry.entry;
+        let columns_agree = entry.seq == seq as u64
+            && e.kind == self.kind
+            && e.namespace == self.namespace
+            && e.time == self.datetime
+            && e.performer.ip == self.ip
+            && quay["metadata_json"].as_str() == Some(self.metadata_json.as_str())
+            && entry.prev_hash == self.prev_hash
+            && entry.hash == self.hash;
+        if !columns_agree {
+            return Err(StorageError::EditedLogRow {
+                seq: seq as u64,
+                reason: "its columns differ from the entry its hash covers".into(),
+            });
+        }
+        Ok(entry)
+    }
 }
 
 /// The plugin the database says serves: every process on the database serves it.

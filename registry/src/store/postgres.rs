@@ -21,10 +21,9 @@
 //! each other: chain head, then the policy version, then manifest rows, then
 //! tag rows (several tags in id order).
 
-use super::sqlite::{entries_from, policy_from_row, policy_json};
 use super::{
-    LogQuery, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
-    StorageError,
+    LogQuery, LogRow, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
+    StorageError, entries_from, policy_from_row, policy_json,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -1462,33 +1461,18 @@ impl Storage for PostgresStore {
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let seq: i64 = row.try_get(0)?;
-            let json: String = row.try_get(1)?;
-            let kind: String = row.try_get(2)?;
-            let ns: String = row.try_get(3)?;
-            let datetime: String = row.try_get(4)?;
-            let ip: Option<String> = row.try_get(5)?;
-            let metadata: String = row.try_get(6)?;
-            let prev: String = row.try_get(7)?;
-            let hash: String = row.try_get(8)?;
-            let entry = entries_from(vec![(seq, json)])?.remove(0);
-            let quay = quay_log_line(&entry);
-            let e = &entry.entry;
-            let columns_agree = entry.seq == seq as u64
-                && e.kind == kind
-                && e.namespace == ns
-                && e.time == datetime
-                && e.performer.ip == ip
-                && quay["metadata_json"].as_str() == Some(metadata.as_str())
-                && entry.prev_hash == prev
-                && entry.hash == hash;
-            if !columns_agree {
-                return Err(StorageError::EditedLogRow {
-                    seq: seq as u64,
-                    reason: "its columns differ from the entry its hash covers".into(),
-                });
-            }
-            out.push(entry);
+            let stored = LogRow {
+                seq: row.try_get(0)?,
+                entry_json: row.try_get(1)?,
+                kind: row.try_get(2)?,
+                namespace: row.try_get(3)?,
+                datetime: row.try_get(4)?,
+                ip: row.try_get(5)?,
+                metadata_json: row.try_get(6)?,
+                prev_hash: row.try_get(7)?,
+                hash: row.try_get(8)?,
+            };
+            out.push(stored.checked()?);
         }
         Ok(out)
     }

@@ -4,16 +4,15 @@
 //! head, or does none of it.
 
 use super::{
-    LogQuery, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
-    StorageError,
+    LogQuery, LogRow, ManifestRow, PolicyLock, RepositorySummary, RunRow, ServedPlugin, Storage,
+    StorageError, entries_from, policy_from_row, policy_json,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tagguard_engine::audit::{
-    ChainedEntry, Checkpoint, CheckpointKey, GENESIS_HASH, entry_hash, quay_log_line, read_jsonl,
+    ChainedEntry, Checkpoint, CheckpointKey, GENESIS_HASH, entry_hash, quay_log_line,
 };
 use tagguard_engine::{
     AuditEntry, AuditSink, Change, MarkBatch, MarkImmutable, Policy, ScanRequest, Scope, SinkError,
@@ -76,40 +75,6 @@ fn conflict(msg: impl Into<String>) -> SinkError {
 
 fn unavailable(e: impl std::fmt::Display) -> SinkError {
     SinkError::Unavailable(format!("database: {e}"))
-}
-
-/// The policy JSON of Quay's policy tables.
-pub(super) fn policy_json(p: &Policy) -> String {
-    json!({"tag_pattern": p.tag_pattern, "tag_pattern_matches": p.tag_pattern_matches}).to_string()
-}
-
-pub(super) fn policy_from_row(
-    uuid: String,
-    ns: String,
-    repo: Option<String>,
-    json: &str,
-) -> Result<Policy, StorageError> {
-    let v: Value = serde_json::from_str(json)
-        .map_err(|e| StorageError::Corrupt(format!("policy {uuid}: {e}")))?;
-    let pattern = v.get("tag_pattern").and_then(Value::as_str);
-    let matches = v.get("tag_pattern_matches").and_then(Value::as_bool);
-    let (Some(pattern), Some(matches)) = (pattern, matches) else {
-        return Err(StorageError::Corrupt(format!(
-            "policy {uuid}: needs tag_pattern and tag_pattern_matches"
-        )));
-    };
-    Ok(Policy {
-        uuid,
-        scope: if repo.is_some() {
-            Scope::Repository
-        } else {
-            Scope::Namespace
-        },
-        namespace: ns,
-        repository: repo,
-        tag_pattern: pattern.into(),
-        tag_pattern_matches: matches,
-    })
 }
 
 const POLICY_SELECT: &str = "SELECT p.uuid, n.name, NULL, p.policy FROM namespaceimmutabilitypolicy p \
@@ -674,23 +639,6 @@ fn publish_plugin(tx: &Connection, next: &ServedPlugin) -> Result<(), SinkError>
     Ok(())
 }
 
-/// Reads chained entries from rows of `(seq, entry_json)`.
-pub(super) fn entries_from(rows: Vec<(i64, String)>) -> Result<Vec<ChainedEntry>, StorageError> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (seq, json) in rows {
-        let edited = |reason: String| StorageError::EditedLogRow {
-            seq: seq as u64,
-            reason,
-        };
-        let mut read = read_jsonl(&json).map_err(|e| edited(e.reason))?;
-        match read.pop() {
-            Some(entry) if read.is_empty() => out.push(entry),
-            _ => return Err(edited("not one entry".into())),
-        }
-    }
-    Ok(out)
-}
-
 impl AuditSink for SqliteStore {
     fn commit(&self, change: Change, entries: Vec<AuditEntry>) -> Result<(), SinkError> {
         let mut conn = self.conn();
@@ -1150,28 +1098,34 @@ impl Storage for SqliteStore {
             .collect::<rusqlite::Result<Vec<Row>>>()?;
         drop(s);
         drop(conn);
-        let mut out = Vec::with_capacity(rows.len());
-        for (seq, json, kind, ns, datetime, ip, metadata, prev, hash) in rows {
-            let entry = entries_from(vec![(seq, json)])?.remove(0);
-            let quay = quay_log_line(&entry);
-            let e = &entry.entry;
-            let columns_agree = entry.seq == seq as u64
-                && e.kind == kind
-                && e.namespace == ns
-                && e.time == datetime
-                && e.performer.ip == ip
-                && quay["metadata_json"].as_str() == Some(metadata.as_str())
-                && entry.prev_hash == prev
-                && entry.hash == hash;
-            if !columns_agree {
-                return Err(StorageError::EditedLogRow {
-                    seq: seq as u64,
-                    reason: "its columns differ from the entry its hash covers".into(),
-                });
-            }
-            out.push(entry);
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(
+                |(
+                    seq,
+                    entry_json,
+                    kind,
+                    namespace,
+                    datetime,
+                    ip,
+                    metadata_json,
+                    prev_hash,
+                    hash,
+                )| {
+                    LogRow {
+                        seq,
+                        entry_json,
+                        kind,
+                        namespace,
+                        datetime,
+                        ip,
+                        metadata_json,
+                        prev_hash,
+                        hash,
+                    }
+                    .checked()
+                },
+            )
+            .collect()
     }
 
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StorageError> {
