@@ -133,6 +133,8 @@ pub fn policy_json(p: &Policy) -> String {
     json!({"tag_pattern": p.tag_pattern, "tag_pattern_matches": p.tag_pattern_matches}).to_string()
 }
 
+/// A policy from its row: uuid, namespace, repository (for a repository policy) and
+/// Quay's policy JSON.
 pub fn policy_from_row(
     uuid: String,
     ns: String,
@@ -277,7 +279,11 @@ impl ServedPlugin {
 
 /// Held while a policy changes or a retroactive run applies: one at a time, across
 /// every process on the database. Released when dropped.
-pub struct PolicyLock(#[allow(dead_code)] Box<dyn Send>);
+pub struct PolicyLock(
+    /// Whatever holds the lock until it is dropped.
+    #[allow(dead_code)]
+    Box<dyn Send>,
+);
 
 impl PolicyLock {
     /// A lock held for as long as `held` lives.
