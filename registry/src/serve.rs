@@ -254,3 +254,21 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_urls_password_is_never_shown() {
+        assert_eq!(
+            redacted("postgres://tg:s3cret@db:5432/registry"),
+            "postgres://tg:***@db:5432/registry"
+        );
+        assert_eq!(
+            redacted("postgres://tg@db:5432/registry"),
+            "postgres://tg@db:5432/registry"
+        );
+        assert_eq!(redacted("sqlite:/tmp/x"), "sqlite:/tmp/x");
+    }
+}

@@ -309,3 +309,33 @@ fn concurrent_creates_of_one_pattern_store_it_once() {
         "{policies}"
     );
 }
+
+#[test]
+fn concurrent_deletes_of_one_policy_delete_it_once_and_answer_404_to_the_rest() {
+    let (_dir, s) = server("api-delete-race");
+    let uuid = s
+        .create_org_policy("org", "release-.*", ALICE)
+        .expect(201)
+        .json()["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let path = format!("/api/v1/organization/org/immutabilitypolicy/{uuid}");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| s.request("DELETE", &path, ALICE, &[], b"").status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 204).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 404).count(),
+        7,
+        "a delete that lost the race finds the policy gone: {statuses:?}"
+    );
+    assert_eq!(log_kinds(&s, "delete_immutability_policy").len(), 1);
+}
