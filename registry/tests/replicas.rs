@@ -12,7 +12,6 @@ mod support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::*;
@@ -100,49 +99,44 @@ fn two_replicas_under_concurrent_skopeo_pushes_and_a_retroactive_run_keep_every_
 
     let images = ["p0", "p1", "p2", "p3", "p4", "p5"];
     let layout = umoci_images(dir.path(), &images);
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let go_rx = std::sync::Arc::new(std::sync::Mutex::new(go_rx));
-    let mut pushers = Vec::new();
-    for (side, server) in [("a", &a), ("b", &b)] {
-        let (layout, addr_server) = (layout.clone(), server.addr());
-        let dir = dir.path().to_path_buf();
-        let rx = go_rx.clone();
-        let image_of = move |dest: &str| format!("docker://{addr_server}/{dest}");
-        pushers.push(thread::spawn(move || {
-            let _ = rx.lock().unwrap().recv();
-            let mut outcomes = Vec::new();
-            for round in 0..2 {
-                for name in images {
-                    let tag = format!("v1.{side}{round}{name}");
-                    let out = run_cmd(
-                        std::process::Command::new("skopeo").args([
-                            "copy",
-                            "--dest-tls-verify=false",
-                            "--dest-creds",
-                            &ALICE.creds(),
-                            "--digestfile",
-                            dir.join(format!("{tag}.digest")).to_str().unwrap(),
-                            &format!("oci:{}:{name}", layout.display()),
-                            &image_of(&format!("org/app:{tag}")),
-                        ]),
-                        CLIENT_TIMEOUT,
-                    );
-                    outcomes.push((tag, out.success(), out.stderr));
-                }
-            }
-            outcomes
-        }));
-    }
-    // Go: both replicas take pushes while A creates the policy.
-    drop(go_tx);
-    thread::sleep(Duration::from_millis(300));
-    let created = a.create_org_policy("org", r"v1\..*", ALICE);
+    // Both replicas take skopeo pushes while A creates the policy.
+    let (created, pushed) = thread::scope(|scope| {
+        let pushers: Vec<_> = [("a", &a), ("b", &b)]
+            .into_iter()
+            .map(|(side, server)| {
+                let (layout, dir) = (&layout, &dir);
+                scope.spawn(move || {
+                    let mut outcomes = Vec::new();
+                    for round in 0..2 {
+                        for name in images {
+                            let tag = format!("v1.{side}{round}{name}");
+                            let digestfile = dir.join(&format!("{tag}.digest"));
+                            let out = skopeo_copy(
+                                server,
+                                layout,
+                                name,
+                                &format!("org/app:{tag}"),
+                                &digestfile,
+                            );
+                            outcomes.push((tag, out.success(), out.stderr));
+                        }
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(300));
+        let created = a.create_org_policy("org", r"v1\..*", ALICE);
+        let pushed: Vec<_> = pushers
+            .into_iter()
+            .flat_map(|p| p.join().expect("pusher"))
+            .collect();
+        (created, pushed)
+    });
     assert_eq!(created.status, 201, "{}", created.describe());
     let run = created.json()["run"].clone();
-    for p in pushers {
-        for (tag, ok, stderr) in p.join().expect("pusher") {
-            assert!(ok, "skopeo push of {tag} failed: {stderr}");
-        }
+    for (tag, ok, stderr) in pushed {
+        assert!(ok, "skopeo push of {tag} failed: {stderr}");
     }
     let immutable = assert_every_promise(&a, &b, |n| n.starts_with("v1."));
     assert!(

@@ -602,13 +602,14 @@ fn blob_error(e: BlobError) -> OciError {
 /// How much of a request body is gathered before it is appended to its upload.
 const APPEND_CHUNK: usize = 1 << 20;
 
-/// Appends a request body to an upload, a chunk at a time; returns the upload's size.
-async fn append_body(x: &Ctx, name: &Name, id: &str, mut body: Body) -> Result<u64> {
+/// Appends a request body to an upload that holds `size` bytes, a chunk at a time;
+/// returns the upload's new size.
+async fn append_body(x: &Ctx, name: &Name, id: &str, size: u64, mut body: Body) -> Result<u64> {
     let append = |chunk: Vec<u8>| {
         let (blobs, n, id) = (x.app.blobs.clone(), name.clone(), id.to_string());
         blocking(move || blobs.append(&n.namespace, &n.repository, &id, &chunk))
     };
-    let mut size = upload_size(x, name, id).await?;
+    let mut size = size;
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -691,7 +692,7 @@ async fn start_upload(x: &Ctx, name: Name, body: Body) -> Result<Response> {
         .map_err(blob_error)?;
     if let Some(digest) = x.query.get("digest") {
         let digest = digest_param(digest, "DIGEST_INVALID")?;
-        let done = match append_body(x, &name, &id, body).await {
+        let done = match append_body(x, &name, &id, 0, body).await {
             Ok(_) => complete(x, &name, &id, &digest).await,
             Err(e) => Err(e),
         };
@@ -736,7 +737,7 @@ fn check_range(headers: &HeaderMap, size: u64) -> Result<()> {
 async fn patch_upload(x: &Ctx, name: Name, id: &str, body: Body) -> Result<Response> {
     let size = upload_size(x, &name, id).await?;
     check_range(&x.headers, size)?;
-    let size = append_body(x, &name, id, body).await?;
+    let size = append_body(x, &name, id, size, body).await?;
     Ok(upload_open(&name, id, size, StatusCode::ACCEPTED))
 }
 
@@ -753,7 +754,7 @@ async fn finish_upload(x: &Ctx, name: Name, id: &str, body: Body) -> Result<Resp
     };
     let size = upload_size(x, &name, id).await?;
     check_range(&x.headers, size)?;
-    append_body(x, &name, id, body).await?;
+    append_body(x, &name, id, size, body).await?;
     complete(x, &name, id, &digest).await
 }
 
