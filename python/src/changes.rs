@@ -1,7 +1,7 @@
 //! The state changes the engine asks a registry's audit sink to commit with
 //! their records: one frozen Python class per kind of change.
 
-use crate::values::PyPolicy;
+use crate::values::{PyPolicy, py_bool, quoted};
 use pyo3::prelude::*;
 use tagguard_engine::Change;
 
@@ -38,13 +38,14 @@ pub struct PutTag {
 impl PutTag {
     fn __repr__(&self) -> String {
         format!(
-            "PutTag(namespace={:?}, repository={:?}, name={:?}, manifest_digest={:?}, immutable={}, replaces={:?}, policy_version={})",
-            self.namespace,
-            self.repository,
-            self.name,
-            self.manifest_digest,
-            self.immutable,
-            self.replaces,
+            "PutTag(namespace={}, repository={}, name={}, manifest_digest={}, immutable={}, replaces={}, policy_version={})",
+            quoted(&self.namespace),
+            quoted(&self.repository),
+            quoted(&self.name),
+            quoted(&self.manifest_digest),
+            py_bool(self.immutable),
+            self.replaces
+                .map_or_else(|| "None".into(), |id| id.to_string()),
             self.policy_version
         )
     }
@@ -68,7 +69,8 @@ impl SetImmutable {
     fn __repr__(&self) -> String {
         format!(
             "SetImmutable(tag_id={}, immutable={})",
-            self.tag_id, self.immutable
+            self.tag_id,
+            py_bool(self.immutable)
         )
     }
 }

@@ -8,7 +8,7 @@ use crate::outcomes::{
     PyDeleteOutcome, PyPolicyOutcome, PyPreviewReport, PyPushOutcome, PyRunSummary, PySwapOutcome,
 };
 use crate::values::{
-    PyActor, PyPluginInfo, PyPluginStamp, PyPolicy, PyPolicyMatch, PyTag, matches,
+    PyActor, PyPluginInfo, PyPluginStamp, PyPolicy, PyPolicyMatch, PyTag, matches, quoted,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -129,7 +129,8 @@ fn trigger(name: &str) -> PyResult<RunTrigger> {
         "policy_updated" => Ok(RunTrigger::PolicyUpdated),
         "reapplied" => Ok(RunTrigger::Reapplied),
         other => Err(PyValueError::new_err(format!(
-            "trigger: {other:?} is not one of policy_created, policy_updated, reapplied"
+            "trigger: {} is not one of policy_created, policy_updated, reapplied",
+            quoted(other)
         ))),
     }
 }
@@ -154,7 +155,8 @@ impl PyGuard {
             "per_batch" => Granularity::PerBatch,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "granularity: {other:?} is not one of per_tag, per_batch"
+                    "granularity: {} is not one of per_tag, per_batch",
+                    quoted(other)
                 )));
             }
         };
@@ -259,7 +261,8 @@ impl PyGuard {
             }
             (other, _) => {
                 return Err(PyValueError::new_err(format!(
-                    "action: {other:?} is not one of delete_tags, delete_manifest, set_expiration"
+                    "action: {} is not one of delete_tags, delete_manifest, set_expiration",
+                    quoted(other)
                 )));
             }
         };

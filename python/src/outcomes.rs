@@ -1,7 +1,7 @@
 //! What the engine's decisions return to Python: frozen classes built from the
 //! engine's outcomes.
 
-use crate::values::{PyPluginStamp, PyPolicy, PyPolicyMatch, PyTag, matches};
+use crate::values::{PyPluginStamp, PyPolicy, PyPolicyMatch, PyTag, matches, py_bool, quoted};
 use pyo3::prelude::*;
 use tagguard_engine::{
     DeleteOutcome, PolicyOutcome, PreviewReport, PushOutcome, RunSummary, SwapOutcome,
@@ -48,10 +48,6 @@ impl PyPushOutcome {
             self.matched.len()
         )
     }
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
 }
 
 /// A delete or expiry decision that was committed.
@@ -124,8 +120,15 @@ impl From<RunSummary> for PyRunSummary {
 impl PyRunSummary {
     fn __repr__(&self) -> String {
         format!(
-            "RunSummary(run_id={:?}, count={}, sample_tags={:?}, batches={})",
-            self.run_id, self.count, self.sample_tags, self.batches
+            "RunSummary(run_id={}, count={}, sample_tags=[{}], batches={})",
+            quoted(&self.run_id),
+            self.count,
+            self.sample_tags
+                .iter()
+                .map(|t| quoted(t))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.batches
         )
     }
 }

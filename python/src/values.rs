@@ -14,10 +14,18 @@ pub(crate) fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py
     py.import("json")?.call_method1("loads", (text,))
 }
 
+/// A string as Python's `repr` writes it: in single quotes, with `\\` and `'` escaped.
+pub(crate) fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A boolean as Python writes it.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
 fn opt_repr(value: &Option<String>) -> String {
-    value
-        .as_ref()
-        .map_or_else(|| "None".into(), |v| format!("{v:?}"))
+    value.as_deref().map_or_else(|| "None".into(), quoted)
 }
 
 /// The performer of an operation; the engine stamps it on every record of the call.
@@ -52,7 +60,8 @@ impl PyActor {
             "system" => ActorKind::System,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "kind: {other:?} is not one of user, robot, token, system"
+                    "kind: {} is not one of user, robot, token, system",
+                    quoted(other)
                 )));
             }
         };
@@ -96,8 +105,8 @@ impl PyActor {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Actor(kind={:?}, name={}, ip={}, request_id={})",
-            self.kind(),
+            "Actor(kind={}, name={}, ip={}, request_id={})",
+            quoted(self.kind()),
             opt_repr(&self.0.name),
             opt_repr(&self.0.ip),
             opt_repr(&self.0.request_id)
@@ -177,10 +186,10 @@ impl PyPolicy {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Policy(uuid={:?}, namespace={:?}, tag_pattern={:?}, repository={}, tag_pattern_matches={})",
-            self.0.uuid,
-            self.0.namespace,
-            self.0.tag_pattern,
+            "Policy(uuid={}, namespace={}, tag_pattern={}, repository={}, tag_pattern_matches={})",
+            quoted(&self.0.uuid),
+            quoted(&self.0.namespace),
+            quoted(&self.0.tag_pattern),
             opt_repr(&self.0.repository),
             if self.0.tag_pattern_matches {
                 "True"
@@ -247,13 +256,13 @@ impl PyTag {
     fn __repr__(&self) -> String {
         let t = &self.0;
         format!(
-            "Tag(id={}, namespace={:?}, repository={:?}, name={:?}, manifest_digest={:?}, immutable={})",
+            "Tag(id={}, namespace={}, repository={}, name={}, manifest_digest={}, immutable={})",
             t.id,
-            t.namespace,
-            t.repository,
-            t.name,
-            t.manifest_digest,
-            if t.immutable { "True" } else { "False" }
+            quoted(&t.namespace),
+            quoted(&t.repository),
+            quoted(&t.name),
+            quoted(&t.manifest_digest),
+            py_bool(t.immutable)
         )
     }
 }
@@ -318,8 +327,10 @@ impl PyPluginInfo {
     }
     fn __repr__(&self) -> String {
         format!(
-            "PluginInfo(name={:?}, version={:?}, contract={:?})",
-            self.0.name, self.0.version, self.0.contract
+            "PluginInfo(name={}, version={}, contract={})",
+            quoted(&self.0.name),
+            quoted(&self.0.version),
+            quoted(&self.0.contract)
         )
     }
 }
@@ -355,8 +366,11 @@ impl PyPluginStamp {
     }
     fn __repr__(&self) -> String {
         format!(
-            "PluginStamp(name={:?}, version={:?}, digest={:?}, generation={})",
-            self.0.name, self.0.version, self.0.digest, self.0.generation
+            "PluginStamp(name={}, version={}, digest={}, generation={})",
+            quoted(&self.0.name),
+            quoted(&self.0.version),
+            quoted(&self.0.digest),
+            self.0.generation
         )
     }
 }
@@ -386,9 +400,9 @@ impl PyPerformer {
     }
     fn __repr__(&self) -> String {
         format!(
-            "Performer(kind={:?}, name={:?}, ip={}, request_id={})",
-            self.0.kind,
-            self.0.name,
+            "Performer(kind={}, name={}, ip={}, request_id={})",
+            quoted(self.0.kind),
+            quoted(&self.0.name),
             opt_repr(&self.0.ip),
             opt_repr(&self.0.request_id)
         )
@@ -450,12 +464,12 @@ impl PyAuditEntry {
     }
     fn __repr__(&self) -> String {
         format!(
-            "AuditEntry(kind={:?}, namespace={:?}, repository={}, tag={}, performer={:?})",
-            self.0.kind,
-            self.0.namespace,
+            "AuditEntry(kind={}, namespace={}, repository={}, tag={}, performer={})",
+            quoted(self.0.kind),
+            quoted(&self.0.namespace),
             opt_repr(&self.0.repository),
             opt_repr(&self.0.tag),
-            self.0.performer.name
+            quoted(&self.0.performer.name)
         )
     }
 }
@@ -484,8 +498,8 @@ impl PyScanRequest {
     }
     fn __repr__(&self) -> String {
         format!(
-            "ScanRequest(namespace={:?}, repository={}, after_id={}, limit={})",
-            self.0.namespace,
+            "ScanRequest(namespace={}, repository={}, after_id={}, limit={})",
+            quoted(&self.0.namespace),
             opt_repr(&self.0.repository),
             self.0.after_id,
             self.0.limit
@@ -537,8 +551,10 @@ impl PyTagRef {
     }
     fn __repr__(&self) -> String {
         format!(
-            "TagRef(id={}, repository={:?}, name={:?})",
-            self.0.id, self.0.repository, self.0.name
+            "TagRef(id={}, repository={}, name={})",
+            self.0.id,
+            quoted(&self.0.repository),
+            quoted(&self.0.name)
         )
     }
 }
