@@ -1,5 +1,5 @@
 //! Section 2: tags per second against the Quay-style Python baseline
-//! (`shared/bench/quay_style_baseline.py`), run from here in the same run
+//! (`host-test/bench/quay_style_baseline.py`), run from here in the same run
 //! with the same tags and policy sets. tagguard evaluates each tag with one
 //! `TagGuard::explain` call through the plugin (a warm pooled instance), the
 //! closest analogue of the baseline's per-tag `evaluate(policies, tag)`. A
@@ -31,13 +31,17 @@ fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The baseline script, in `shared/` beside the repository.
+/// The baseline script, kept in this crate.
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/quay_style_baseline.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/quay_style_baseline.py")
 }
 
+/// `$TAGGUARD_PYTHON` if set (`.ci/run` points it at a venv with `regex`), else
 /// `.venv-bench/bin/python` at the repository root if it exists, else `python3`.
 fn interpreter() -> PathBuf {
+    if let Some(python) = std::env::var_os("TAGGUARD_PYTHON") {
+        return PathBuf::from(python);
+    }
     let venv = repo_root().join(".venv-bench/bin/python");
     if venv.exists() {
         venv
@@ -160,6 +164,14 @@ pub fn run(mode: &Mode, plugin: &Plugin, notes: &mut Vec<String>) -> Result<Vec<
         return Ok(unmeasured("baseline script not found"));
     }
     let python = interpreter();
+    if !has_regex(&python) && std::env::var_os("TAGGUARD_REQUIRE_PYREGEX").is_some_and(|v| v == "1")
+    {
+        bail!(
+            "{} cannot import the `regex` module, and TAGGUARD_REQUIRE_PYREGEX=1 asks for the \
+             Quay-style rows to be measured",
+            python.display()
+        );
+    }
     if !has_regex(&python) {
         notes.push(format!(
             "Quay-style baseline not measured: {} cannot import the `regex` module. Set it up \
