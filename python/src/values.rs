@@ -4,6 +4,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tagguard_engine::audit::{self, ChainedEntry};
 use tagguard_engine::{
     Actor, ActorKind, AuditEntry, MarkBatch, MarkImmutable, Performer, PluginInfo, PluginStamp,
     Policy, PolicyMatch, ScanRequest, Scope, Tag, TagRef,
@@ -462,6 +463,17 @@ impl PyAuditEntry {
     fn to_json(&self) -> PyResult<String> {
         serde_json::to_string(&self.0).map_err(|e| PyValueError::new_err(e.to_string()))
     }
+    /// The entry linked into a hash chain after `prev_hash` at position `seq`: what a
+    /// registry stores to make its log tamper-evident (`tagguard verify-log` checks it).
+    fn chained(&self, seq: u64, prev_hash: String) -> PyChainedEntry {
+        let hash = audit::entry_hash(seq, &prev_hash, &self.0);
+        PyChainedEntry(ChainedEntry {
+            seq,
+            prev_hash,
+            hash,
+            entry: self.0.clone(),
+        })
+    }
     fn __repr__(&self) -> String {
         format!(
             "AuditEntry(kind={}, namespace={}, repository={}, tag={}, performer={})",
@@ -470,6 +482,53 @@ impl PyAuditEntry {
             opt_repr(&self.0.repository),
             opt_repr(&self.0.tag),
             quoted(&self.0.performer.name)
+        )
+    }
+}
+
+/// An audit entry with its place in a hash chain.
+#[pyclass(
+    name = "ChainedEntry",
+    module = "tagguard",
+    frozen,
+    skip_from_py_object
+)]
+pub struct PyChainedEntry(pub ChainedEntry);
+
+#[pymethods]
+impl PyChainedEntry {
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.0.seq
+    }
+    #[getter]
+    fn prev_hash(&self) -> String {
+        self.0.prev_hash.clone()
+    }
+    #[getter]
+    fn hash(&self) -> String {
+        self.0.hash.clone()
+    }
+    #[getter]
+    fn entry(&self) -> PyAuditEntry {
+        PyAuditEntry(self.0.entry.clone())
+    }
+    /// The entry as a row of Quay's log table (`kind`, `account`, `performer`,
+    /// `repository`, `ip`, `metadata_json`, `datetime`); `metadata_json` carries the
+    /// host's fields and the chain's `seq`, `hash` and `prev_hash` (docs/audit.md).
+    fn quay_log_line<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_loads(py, &audit::quay_log_line(&self.0).to_string())
+    }
+    /// One line of an exported log, as `tagguard verify-log` reads it.
+    fn to_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.0).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "ChainedEntry(seq={}, hash={}, kind={})",
+            self.0.seq,
+            quoted(&self.0.hash),
+            quoted(self.0.entry.kind)
         )
     }
 }
@@ -592,6 +651,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPluginStamp>()?;
     m.add_class::<PyPerformer>()?;
     m.add_class::<PyAuditEntry>()?;
+    m.add_class::<PyChainedEntry>()?;
+    m.add("GENESIS_HASH", audit::GENESIS_HASH)?;
     m.add_class::<PyScanRequest>()?;
     m.add_class::<PyMarkImmutable>()?;
     m.add_class::<PyTagRef>()?;

@@ -9,7 +9,9 @@ plugin staged with it and committed through the sink in one transaction.
 from ._tagguard import (
     DEFAULT_PLUGIN_WASM,
     Actor,
+    GENESIS_HASH,
     AuditEntry,
+    ChainedEntry,
     DeleteManifest,
     DeleteOutcome,
     DeletePolicy,

@@ -115,6 +115,23 @@ class AuditEntry:
         """The whole entry as a JSON object, in the engine's serialization."""
     def to_json(self) -> str:
         """The whole entry as JSON text, in the engine's serialization."""
+    def chained(self, seq: int, prev_hash: str) -> "ChainedEntry":
+        """The entry linked after ``prev_hash`` at position ``seq`` (1 for the first, after GENESIS_HASH)."""
+
+GENESIS_HASH: str
+"""The ``prev_hash`` of the first entry of a chain."""
+
+class ChainedEntry:
+    """An audit entry with its place in a hash chain."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    entry: AuditEntry
+    def quay_log_line(self) -> dict:
+        """The entry as a row of Quay's log table; ``metadata_json`` carries the host's fields and seq, hash, prev_hash."""
+    def to_json(self) -> str:
+        """One line of an exported log, as ``tagguard verify-log`` reads it."""
 
 class ScanRequest:
     """Which tags a scan returns: the policy's scope, after an id, at most a limit."""

@@ -51,3 +51,15 @@ def registry() -> MemoryRegistry:
 @pytest.fixture
 def guard(plugin, registry) -> tagguard.Guard:
     return tagguard.Guard(plugin, registry, registry)
+
+
+def release_binary(name: str) -> pathlib.Path:
+    """A binary of the workspace's release build: beside $TAGGUARD_HOST_TEST if set,
+    else in <target-dir>/release."""
+    if "TAGGUARD_HOST_TEST" in os.environ:
+        directory = pathlib.Path(os.environ["TAGGUARD_HOST_TEST"]).parent
+    else:
+        directory = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release"
+    path = directory / name
+    assert path.exists(), f"{path} is missing: build the workspace first (cargo build --release)"
+    return path

@@ -339,3 +339,34 @@ def test_decisions_release_the_interpreter_for_other_threads(guard, registry):
     assert errors == []
     marked = [e for e in registry.log if e.kind == "tag_made_immutable_by_policy"]
     assert len(marked) == 80 and all(t.immutable for t in registry.tags.values())
+
+
+def test_chained_entries_verify_with_the_cli_and_tampering_is_found(guard, registry, tmp_path):
+    import json
+    import subprocess
+
+    from conftest import release_binary
+
+    create(guard, registry, "latest-policy", "^latest$")
+    push(guard, registry, "org/repo", "latest", "sha256:1111")
+    push(guard, registry, "org/repo", "latest", "sha256:2222")
+    prev, lines = tagguard.GENESIS_HASH, []
+    for seq, entry in enumerate(registry.log, start=1):
+        chained = entry.chained(seq, prev)
+        assert chained.prev_hash == prev and chained.seq == seq
+        row = chained.quay_log_line()
+        meta = json.loads(row["metadata_json"])
+        assert (meta["seq"], meta["hash"], meta["prev_hash"]) == (seq, chained.hash, prev)
+        assert row["kind"] == entry.kind and row["account"] == "org"
+        prev = chained.hash
+        lines.append(chained.to_json())
+    assert len(lines) == 4
+    cli = release_binary("tagguard")
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    ok = subprocess.run([cli, "verify-log", log], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines[2] = lines[2].replace('"alice"', '"mallory"')
+    log.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run([cli, "verify-log", log], capture_output=True, text=True)
+    assert bad.returncode != 0 and "3" in bad.stdout + bad.stderr

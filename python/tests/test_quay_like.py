@@ -67,6 +67,8 @@ def rust_trail(path):
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["seq"] for line in lines] == list(range(1, len(lines) + 1))
     entries = [line["entry"] for line in lines]
+    for line in lines:
+        line["entry"]["seq"] = line["seq"]
     package = tagguard.Plugin.default().stamp().digest
     runner = {e["plugin"]["digest"] for e in entries}
     if runner and runner != {package}:
@@ -79,9 +81,11 @@ def rust_trail(path):
 
 
 def as_quay_row(entry):
-    """An engine entry as a ``logentry3`` row, by docs/audit.md's mapping (without the
-    chain's seq/hash/prev_hash, which the Python package does not keep)."""
+    """An engine entry as a ``logentry3`` row, by docs/audit.md's mapping. Its seq is
+    compared; hash and prev_hash cover the entry's time, so they are checked apart
+    (``test_logentry3_is_hash_chained``) and left out here."""
     metadata = dict(entry["metadata"])
+    metadata["seq"] = entry["seq"]
     if entry["tag"] is not None:
         metadata.setdefault("tag", entry["tag"])
     if entry["performer"]["request_id"] is not None:
@@ -101,8 +105,13 @@ def as_quay_row(entry):
 
 
 def from_table(row):
-    """A row of the example's ``logentry3`` (as its ``logs()`` reads it), datetime aside."""
-    return {k: row[k] for k in ("kind", "namespace", "repository", "performer", "ip", "metadata")}
+    """A row of the example's ``logentry3`` (as its ``logs()`` reads it), datetime,
+    hash and prev_hash aside."""
+    picked = {k: row[k] for k in ("kind", "namespace", "repository", "performer", "ip", "metadata")}
+    picked["metadata"] = {
+        k: v for k, v in picked["metadata"].items() if k not in ("hash", "prev_hash")
+    }
+    return picked
 
 
 def canonical(rows):
@@ -158,6 +167,16 @@ def test_logentry3_matches_rust_runner(reports, path):
     assert len(actual) == len(expected), (
         f"the Rust runner wrote {len(expected)} records, logentry3 has {len(actual)}"
     )
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_logentry3_is_hash_chained(reports, path):
+    """Every row links to the one before it: seq counts from 1 without gaps, and each
+    prev_hash is the hash of the row before (the first, the genesis hash)."""
+    metas = [row["metadata"] for row in reports[path.stem].logs]
+    assert [m["seq"] for m in metas] == list(range(1, len(metas) + 1))
+    assert [m["prev_hash"] for m in metas] == [tagguard.GENESIS_HASH] + [m["hash"] for m in metas[:-1]]
+    assert len({m["hash"] for m in metas}) == len(metas)
 
 
 def test_a_failed_log_write_leaves_no_change(tmp_path, monkeypatch):

@@ -99,8 +99,9 @@ class LogEntryKind(BaseModel):
 
 
 class LogEntry3(BaseModel):
-    """Quay's log table. ``metadata_json`` carries the record's metadata and the host's
-    fields (tag, performer kind, request id, plugin), as docs/audit.md maps them."""
+    """Quay's log table. ``metadata_json`` carries the record's metadata, the host's
+    fields (tag, performer kind, request id, plugin) and the hash chain's seq, hash
+    and prev_hash, as docs/audit.md maps them."""
 
     kind = ForeignKeyField(LogEntryKind)
     account = ForeignKeyField(User, backref="logs_as_account")  # the namespace

@@ -121,22 +121,21 @@ def policy_json(policy):
 # --- the audit log -----------------------------------------------------------------
 
 
-def quay_metadata(entry):
-    """``metadata_json`` of a record: its metadata plus what the host stamped (docs/audit.md)."""
-    meta = entry.metadata  # a fresh dict
-    if entry.tag is not None:
-        meta.setdefault("tag", entry.tag)
-    if entry.performer.request_id is not None:
-        meta["request_id"] = entry.performer.request_id
-    meta["performer_kind"] = entry.performer.kind
-    meta["plugin_name"] = entry.plugin.name
-    meta["plugin_version"] = entry.plugin.version
-    meta["plugin_digest"] = entry.plugin.digest
-    return meta
+def chain_head():
+    """``(seq, hash)`` of the newest record, or ``(0, GENESIS_HASH)`` for an empty log."""
+    last = LogEntry3.select().order_by(LogEntry3.id.desc()).first()
+    if last is None:
+        return 0, tagguard.GENESIS_HASH
+    meta = json.loads(last.metadata_json)
+    return meta["seq"], meta["hash"]
 
 
 def append_log(entry):
-    """Writes one record to ``logentry3``; call it inside the change's transaction."""
+    """Writes one record to ``logentry3``, linked by hash after the newest one; call it
+    inside the change's transaction. ``metadata_json`` is the engine's Quay mapping
+    (docs/audit.md): the record's metadata, the host's fields, and seq, hash, prev_hash."""
+    seq, prev_hash = chain_head()
+    row = entry.chained(seq + 1, prev_hash).quay_log_line()
     kind, _ = LogEntryKind.get_or_create(name=entry.kind)
     repository = None
     if entry.repository is not None:
@@ -147,8 +146,8 @@ def append_log(entry):
         performer=performer_row(entry.performer),
         repository=repository,
         datetime=datetime.fromisoformat(entry.time.replace("Z", "+00:00")).replace(tzinfo=None),
-        ip=entry.performer.ip,
-        metadata_json=json.dumps(quay_metadata(entry), sort_keys=True),
+        ip=row["ip"],
+        metadata_json=row["metadata_json"],
     )
 
 
