@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let (pushes, rounds) = if smoke { (60, 1) } else { (1500, 3) };
     let work = std::env::temp_dir().join(format!("tagguard-bench-http-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let mut result = run(&work, pushes, rounds);
+    let mut result = run(&work, pushes, rounds, smoke);
     if result.is_ok() {
         match std::env::var("TAGGUARD_TEST_POSTGRES") {
             Ok(url) if !url.is_empty() => {
@@ -329,12 +329,35 @@ fn ten_policies(conn: &mut Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
+/// Creates one policy in `rec` that fires for every pushed tag (`r...`): each push
+/// creates an immutable tag and commits its record with it.
+fn recording_policy(conn: &mut Conn) -> anyhow::Result<()> {
+    let (status, text) = conn.request(
+        "POST",
+        "/api/v1/organization/rec/immutabilitypolicy/",
+        "application/json",
+        br#"{"tagPattern":"r[0-9]+-t[0-9]+"}"#,
+    )?;
+    anyhow::ensure!(
+        status == 201,
+        "policy: {status} {}",
+        String::from_utf8_lossy(&text)
+    );
+    Ok(())
+}
+
+/// The target for the audit overhead end to end: a push that is recorded against
+/// the same push with no policy in scope, at most this factor.
+const BAR_AUDIT_HTTP: f64 = 1.05;
+
+fn run(work: &Path, pushes: usize, rounds: usize, smoke: bool) -> anyhow::Result<()> {
     let (_ours, port) = start_tagguard(work)?;
     let mut conn = Conn::open(port, Some(AUTH))?;
     let bare = prepare(&mut conn, "bare/app")?;
     let guarded = prepare(&mut conn, "org/app")?;
+    let recorded = prepare(&mut conn, "rec/app")?;
     ten_policies(&mut conn)?;
+    recording_policy(&mut conn)?;
     let docker = start_docker_registry(work)?;
     let docker_target = match &docker {
         Some((_, port)) => {
@@ -357,6 +380,13 @@ fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
             conn: Some(Conn::open(port, Some(AUTH))?),
             repo: "bare/app",
             manifest: bare,
+            times: Vec::new(),
+        },
+        Target {
+            name: "tagguard-registry, a policy fires (tag immutable, its record committed)",
+            conn: Some(Conn::open(port, Some(AUTH))?),
+            repo: "rec/app",
+            manifest: recorded,
             times: Vec::new(),
         },
         Target {
@@ -397,7 +427,20 @@ fn run(work: &Path, pushes: usize, rounds: usize) -> anyhow::Result<()> {
     if let (Some(a), Some(b)) = (m(0), m(1)) {
         println!("ratio: 10 policies / no policy = {:.2}x", a / b);
     }
-    match (m(0), m(2)) {
+    if let (Some(r), Some(b)) = (m(2), m(1)) {
+        let ratio = r / b;
+        println!(
+            "ratio: audit overhead end to end, recorded push / push with no policy in scope = {ratio:.2}x (target <= {BAR_AUDIT_HTTP:.2}x: {})",
+            if smoke {
+                "(smoke)"
+            } else if ratio <= BAR_AUDIT_HTTP {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    match (m(0), m(3)) {
         (Some(a), Some(c)) => println!(
             "ratio: tagguard-registry (10 policies) / docker-registry = {:.2}x",
             a / c
