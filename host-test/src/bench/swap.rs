@@ -187,7 +187,7 @@ pub fn run(
             tagguard: fmt_rate(busy, "pushes/s"),
             comparison: format!("no swapping: {}", fmt_rate(quiet, "pushes/s")),
             ratio: fmt_ratio(share),
-            target: format!("≥ {BAR_THROUGHPUT:.1}×"),
+            target: format!("≥ {BAR_THROUGHPUT:.2}×"),
             met: Met::judge(share >= BAR_THROUGHPUT, mode.smoke),
         },
     ])
