@@ -4,15 +4,17 @@
 //! here writes to the registry.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, Guest, PreviewReport, PushDecision, PushRequest, RunOptions,
-    RunSummary, RunTrigger,
+    DeleteDecision, DeleteRequest, Guest, PreviewReport, PushDecision, RunOptions, RunSummary,
+    RunTrigger,
 };
-use crate::bindings::types::{Actor, Error as PluginError, Policy, PolicyMatch, RecordKind, Tag};
+use crate::bindings::types::{Actor, Error as PluginError, Policy, RecordKind, Tag};
 use crate::entry::AuditEntry;
 use crate::error::EngineError;
 use crate::generation::{Budget, Generation};
 use crate::guard;
 use crate::host::{Access, CallState, HostState};
+use crate::policy_set::{self, PolicyMatch};
+use crate::push::{PushRequest, PushVerdict};
 use crate::request;
 use wasmtime::Store;
 
@@ -145,34 +147,68 @@ fn checked<T>(
     Ok((value, state.staged))
 }
 
+/// Runs `f` with the instance's handle for `policies` (compiled on first use); a set the
+/// plugin refuses is that call's error.
+fn with_set<T>(
+    g: &Guest,
+    s: &mut Store<HostState>,
+    policies: &[Policy],
+    f: impl FnOnce(
+        &Guest,
+        &mut Store<HostState>,
+        policy_set::Handle,
+    ) -> wasmtime::Result<Result<T, PluginError>>,
+) -> wasmtime::Result<Result<T, PluginError>> {
+    match policy_set::handle(g, s, policies)? {
+        Ok(set) => f(g, s, set),
+        Err(refused) => Ok(Err(refused)),
+    }
+}
+
 /// A push decision with its checked records.
 pub(crate) fn push(
     generation: &Generation,
     req: &PushRequest,
-) -> Result<(PushDecision, Vec<AuditEntry>), EngineError> {
+) -> Result<(PushVerdict, Vec<AuditEntry>), EngineError> {
     const CALL: &str = "on-push";
     request::push(CALL, req)?;
+    let asked = req.for_plugin();
     checked(
         generation,
         CALL,
         &req.actor,
-        |g, s| g.call_on_push(s, req),
-        |d, staged| guard::push(req, d, staged),
+        |g, s| {
+            with_set(g, s, &req.policies, |g, s, set| {
+                Ok(match g.call_on_push(s, &asked, set)? {
+                    Ok(PushDecision::Deny(keeping)) => Ok(PushVerdict::Deny(policy_set::resolve(
+                        &req.policies,
+                        &keeping,
+                    )?)),
+                    Ok(PushDecision::Create(c)) => Ok(PushVerdict::Create {
+                        immutable: c.immutable,
+                        matched: policy_set::resolve(&req.policies, &c.matched)?,
+                    }),
+                    Err(e) => Err(e),
+                })
+            })
+        },
+        |v, staged| guard::push(req, v, staged),
     )
 }
 
-/// A delete or expiry decision with its checked records.
+/// A delete or expiry decision under `policies` with its checked records.
 pub(crate) fn delete(
     generation: &Generation,
     req: &DeleteRequest,
+    policies: &[Policy],
 ) -> Result<(DeleteDecision, Vec<AuditEntry>), EngineError> {
     const CALL: &str = "on-delete";
-    request::delete(CALL, req)?;
+    request::delete(CALL, req, policies)?;
     checked(
         generation,
         CALL,
         &req.actor,
-        |g, s| g.call_on_delete(s, req),
+        |g, s| with_set(g, s, policies, |g, s, set| g.call_on_delete(s, req, set)),
         |d, staged| guard::delete(req, d, staged),
     )
 }
@@ -279,17 +315,22 @@ pub(crate) fn explain(
 ) -> Result<Vec<PolicyMatch>, EngineError> {
     const CALL: &str = "explain";
     request::policies(CALL, "policies", policies)?;
-    let matched = decide(
+    decide(
         generation,
         CALL,
         Access::ReadOnly,
         None,
         Budget::Query,
-        |g, s| g.call_explain(s, tag_name, policies),
+        |g, s| {
+            with_set(g, s, policies, |g, s, set| {
+                Ok(match g.call_explain(s, tag_name, set)? {
+                    Ok(fired) => Ok(policy_set::resolve(policies, &fired)?),
+                    Err(e) => Err(e),
+                })
+            })
+        },
     )
-    .0?;
-    guard::matches(policies, &matched).map_err(|r| contract_violation(generation, CALL, r))?;
-    Ok(matched)
+    .0
 }
 
 /// A dry run of a stored or validated policy.

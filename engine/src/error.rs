@@ -34,8 +34,8 @@ pub enum EngineError {
         /// (mode 0777); ...").
         reason: String,
     },
-    /// The component does not implement `tagguard:policy/tag-policy@0.2.x`.
-    #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.2.x: {reason}")]
+    /// The component does not implement `tagguard:policy/tag-policy@0.3.x`.
+    #[error("plugin {plugin}: does not implement tagguard:policy/tag-policy@0.3.x: {reason}")]
     ContractMismatch {
         /// Plugin digest or name.
         plugin: String,

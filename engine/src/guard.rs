@@ -2,12 +2,11 @@
 //! records staged with it before anything is committed (invariants 2 and 4).
 //! Each check returns the reason an outcome is rejected.
 
-use crate::bindings::policy_engine::{
-    DeleteDecision, DeleteRequest, PreviewReport, PushDecision, PushRequest, RunSummary,
-};
-use crate::bindings::types::{Policy, PolicyMatch, RecordKind, Tag};
+use crate::bindings::policy_engine::{DeleteDecision, DeleteRequest, PreviewReport, RunSummary};
+use crate::bindings::types::{Policy, RecordKind, Tag};
 use crate::entry::AuditEntry;
 use crate::host::CallState;
+use crate::push::{PushRequest, PushVerdict};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -68,33 +67,10 @@ pub fn states_digest(e: &AuditEntry, digest: &str) -> bool {
         .is_none_or(|v| v.as_str() == Some(digest))
 }
 
-/// Every match names a distinct policy of `given` that fires: its `pattern-matched`
-/// equals the policy's polarity, as the contract defines firing.
-pub fn matches(given: &[Policy], matched: &[PolicyMatch]) -> Result<(), String> {
-    for (i, m) in matched.iter().enumerate() {
-        if !given.contains(&m.policy) {
-            return Err(format!(
-                "the plugin reports policy {} as firing, which is not one of the policies it was given",
-                m.policy.uuid
-            ));
-        }
-        if matched[..i].iter().any(|o| o.policy.uuid == m.policy.uuid) {
-            return Err(format!("the plugin reports policy {} twice", m.policy.uuid));
-        }
-        if m.pattern_matched != m.policy.tag_pattern_matches {
-            return Err(format!(
-                "the plugin reports policy {} as firing with pattern-matched {}, which does not fire it",
-                m.policy.uuid, m.pattern_matched
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A push outcome must carry exactly the record its decision implies, about this tag.
-pub fn push(
+pub(crate) fn push(
     req: &PushRequest,
-    decision: &PushDecision,
+    decision: &PushVerdict,
     staged: &[AuditEntry],
 ) -> Result<(), String> {
     if let Some(other) = staged
@@ -110,8 +86,7 @@ pub fn push(
     let made = of_kind(staged, RecordKind::TagMadeImmutableByPolicy);
     let denied = of_kind(staged, RecordKind::TagImmutabilityDenied);
     match decision {
-        PushDecision::Deny(keeping) => {
-            matches(&req.policies, keeping)?;
+        PushVerdict::Deny(_) => {
             if !was_immutable {
                 return Err(format!(
                     "the plugin denied a push of {}, which is not immutable",
@@ -125,15 +100,14 @@ pub fn push(
                 ));
             }
         }
-        PushDecision::Create(c) => {
-            matches(&req.policies, &c.matched)?;
+        PushVerdict::Create { immutable, matched } => {
             if was_immutable {
                 return Err(format!(
                     "the plugin allowed overwriting the immutable tag {}",
                     req.tag_name
                 ));
             }
-            if c.immutable {
+            if *immutable {
                 if made != 1 || staged.len() != 1 {
                     return Err(format!(
                         "a push that creates {} immutable must stage exactly one tag_made_immutable_by_policy record naming it, found {made} of {} records",
@@ -148,7 +122,7 @@ pub fn push(
                     return Err("the tag_made_immutable_by_policy record misstates previous_immutable or immutable".into());
                 }
                 let cause = e.meta_str("policy_uuid");
-                if !c.matched.iter().any(|m| names_policy(e, &m.policy)) {
+                if !matched.iter().any(|m| names_policy(e, &m.policy)) {
                     return Err(format!(
                         "the tag_made_immutable_by_policy record names policy_uuid {cause:?}, which is not one of the policies that fired (or misstates its pattern, polarity or scope)"
                     ));
@@ -159,11 +133,11 @@ pub fn push(
                         req.manifest_digest
                     ));
                 }
-            } else if !c.matched.is_empty() {
+            } else if !matched.is_empty() {
                 return Err(format!(
                     "a push that leaves {} mutable reports {} firing policies",
                     req.tag_name,
-                    c.matched.len()
+                    matched.len()
                 ));
             } else if !staged.is_empty() {
                 return Err(format!(

@@ -6,6 +6,7 @@ use crate::bindings::types::{Actor, ActorKind, AuditRecord, Policy, RecordKind, 
 use crate::bindings::{audit_log, tag_store, types};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::limits::{Limits, MemoryCap};
+use crate::policy_set::PolicySets;
 use crate::registry::{MarkBatch, MarkImmutable, ScanRequest, StoreError, TagRef, TagStore};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -88,7 +89,8 @@ pub struct GuardViolation(pub String);
 #[error("{0}")]
 pub struct ContractBreach(pub String);
 
-fn breach(reason: impl Into<String>) -> wasmtime::Error {
+/// A contract breach as the trap that aborts the call.
+pub(crate) fn breach(reason: impl Into<String>) -> wasmtime::Error {
     wasmtime::Error::new(ContractBreach(reason.into()))
 }
 
@@ -143,6 +145,8 @@ pub struct HostState {
     stderr_mark: usize,
     /// The call in progress.
     pub call: CallState,
+    /// The policy sets this instance compiled, by content.
+    pub sets: PolicySets,
 }
 
 /// How many changed tag names a run summary carries.
@@ -167,6 +171,7 @@ impl HostState {
             stderr,
             stderr_mark: 0,
             call: CallState::default(),
+            sets: PolicySets::default(),
         }
     }
 

@@ -20,6 +20,8 @@ pub mod limits;
 pub mod memory;
 pub mod names;
 pub mod plugin;
+pub mod policy_set;
+mod push;
 pub mod registry;
 pub mod removal;
 mod request;
@@ -28,13 +30,8 @@ mod selftest;
 pub mod tagguard;
 pub mod utc;
 
-pub use bindings::policy_engine::{
-    CreateDecision, DeleteDecision, DeleteOperation, DeleteRequest, Granularity, PluginInfo,
-    PreviewReport, PushDecision, PushRequest, RunSummary, RunTrigger,
-};
-pub use bindings::types::{
-    Actor, ActorKind, Policy, PolicyError, PolicyMatch, RecordKind, Scope, Tag,
-};
+pub use bindings::policy_engine::{Granularity, PluginInfo, PreviewReport, RunSummary, RunTrigger};
+pub use bindings::types::{Actor, ActorKind, Policy, PolicyError, RecordKind, Scope, Tag};
 pub use cache::CacheStats;
 pub use entry::{AuditEntry, Performer, PluginStamp};
 pub use error::EngineError;
@@ -42,6 +39,8 @@ pub use host::RecordLimits;
 pub use limits::Limits;
 pub use memory::MemoryStore;
 pub use plugin::{DEFAULT_PLUGIN_WASM, Plugin, built_plugin_path};
+pub use policy_set::PolicyMatch;
+pub use push::PushRequest;
 pub use registry::{
     AuditSink, Change, MarkBatch, MarkImmutable, ScanRequest, SinkError, StoreError, TagRef,
     TagStore,

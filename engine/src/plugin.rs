@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The contract version prefix a plugin must report.
-pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.2.";
+pub const CONTRACT_PREFIX: &str = "tagguard:policy@0.3.";
 
 /// The default plugin, built from `guest/` by the build and embedded here.
 pub const DEFAULT_PLUGIN_WASM: &[u8] =

@@ -36,7 +36,7 @@ pub struct Removal {
 }
 
 impl Removal {
-    /// The request the plugin decides.
+    /// The request the plugin decides (the policies go to it as a set).
     pub(crate) fn request(&self) -> DeleteRequest {
         let operation = match self.action {
             RemovalAction::DeleteTags => DeleteOperation::DeleteTag,
@@ -47,7 +47,6 @@ impl Removal {
             actor: self.actor.clone(),
             operation,
             tags: self.tags.clone(),
-            policies: self.policies.clone(),
         }
     }
 

@@ -3,10 +3,11 @@
 //! request's tags belong together. A malformed request is the registry's
 //! error, named by field, never a plugin's.
 
-use crate::bindings::policy_engine::{DeleteOperation, DeleteRequest, PushRequest};
+use crate::bindings::policy_engine::{DeleteOperation, DeleteRequest};
 use crate::bindings::types::{Policy, PolicyError, Scope};
 use crate::error::EngineError;
 use crate::names::{check_namespace, check_repository};
+use crate::push::PushRequest;
 use std::collections::HashSet;
 
 /// Where a checked value sits in the request, e.g. `policies[3]`; spelled out only when
@@ -176,7 +177,11 @@ pub(crate) fn push(call: &'static str, req: &PushRequest) -> Result<(), EngineEr
 
 /// A delete or expiry: at least one tag, each once, all in one repository (and on one
 /// manifest for a manifest delete), with policies that apply to it.
-pub(crate) fn delete(call: &'static str, req: &DeleteRequest) -> Result<(), EngineError> {
+pub(crate) fn delete(
+    call: &'static str,
+    req: &DeleteRequest,
+    policies: &[Policy],
+) -> Result<(), EngineError> {
     let Some(first) = req.tags.first() else {
         return Err(invalid(call, "tags".into(), "must not be empty"));
     };
@@ -207,7 +212,7 @@ pub(crate) fn delete(call: &'static str, req: &DeleteRequest) -> Result<(), Engi
             ));
         }
     }
-    in_scope(call, &req.policies, &first.namespace, &first.repository)
+    in_scope(call, policies, &first.namespace, &first.repository)
 }
 
 /// An update keeps the policy's uuid, namespace, scope and repository.

@@ -2,14 +2,13 @@
 //! decisions and a small retroactive run against a scratch store, each
 //! checked by the completeness guard. Nothing touches the registry.
 
-use crate::bindings::policy_engine::{
-    Granularity, PushDecision, PushRequest, RunOptions, RunTrigger,
-};
+use crate::bindings::policy_engine::{Granularity, RunOptions, RunTrigger};
 use crate::bindings::types::{Actor, ActorKind, Policy, Scope, Tag};
 use crate::decide;
 use crate::error::EngineError;
 use crate::memory::MemoryStore;
 use crate::plugin::Plugin;
+use crate::push::{PushRequest, PushVerdict};
 use std::sync::Arc;
 
 const NAMESPACE: &str = "tagguard-self-test";
@@ -52,7 +51,9 @@ pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
         policy_version: 1,
     };
     match decide::push(&generation, &push("latest", None))?.0 {
-        PushDecision::Create(c) if c.immutable => {}
+        PushVerdict::Create {
+            immutable: true, ..
+        } => {}
         _ => {
             return Err(failed(
                 plugin,
@@ -61,7 +62,9 @@ pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
         }
     }
     match decide::push(&generation, &push("v1", None))?.0 {
-        PushDecision::Create(c) if !c.immutable => {}
+        PushVerdict::Create {
+            immutable: false, ..
+        } => {}
         _ => {
             return Err(failed(
                 plugin,
@@ -79,7 +82,7 @@ pub(crate) fn run(plugin: &Plugin) -> Result<(), EngineError> {
     };
     if !matches!(
         decide::push(&generation, &push("latest", Some(existing)))?.0,
-        PushDecision::Deny(_)
+        PushVerdict::Deny(_)
     ) {
         return Err(failed(
             plugin,

@@ -5,16 +5,17 @@
 //! generation atomically; calls in flight finish on the old one.
 
 use crate::bindings::policy_engine::{
-    DeleteDecision, Granularity, PluginInfo, PreviewReport, PushDecision, PushRequest, RunOptions,
-    RunSummary, RunTrigger,
+    DeleteDecision, Granularity, PluginInfo, PreviewReport, RunOptions, RunSummary, RunTrigger,
 };
-use crate::bindings::types::{Actor, Policy, PolicyMatch, RecordKind, Tag};
+use crate::bindings::types::{Actor, Policy, RecordKind, Tag};
 use crate::decide::{self, PolicyEvent};
 use crate::entry::{AuditEntry, Performer, PluginStamp};
 use crate::error::EngineError;
 use crate::generation::Generation;
 use crate::host::CallState;
 use crate::plugin::Plugin;
+use crate::policy_set::PolicyMatch;
+use crate::push::{PushRequest, PushVerdict};
 use crate::registry::{AuditSink, Change, SinkError, TagStore};
 use crate::removal::Removal;
 use crate::selftest;
@@ -221,25 +222,22 @@ impl TagGuard {
         let generation = self.generation();
         let (decision, staged) = decide::push(&generation, req)?;
         match decision {
-            PushDecision::Deny(matched) => {
+            PushVerdict::Deny(matched) => {
                 self.commit(&generation, "on-push", Change::None, staged)?;
                 Ok(PushOutcome::Denied { matched })
             }
-            PushDecision::Create(c) => {
+            PushVerdict::Create { immutable, matched } => {
                 let change = Change::PutTag {
                     namespace: req.namespace.clone(),
                     repository: req.repository.clone(),
                     name: req.tag_name.clone(),
                     manifest_digest: req.manifest_digest.clone(),
-                    immutable: c.immutable,
+                    immutable,
                     replaces: req.existing.as_ref().map(|t| t.id),
                     policy_version: req.policy_version,
                 };
                 self.commit(&generation, "on-push", change, staged)?;
-                Ok(PushOutcome::Created {
-                    immutable: c.immutable,
-                    matched: c.matched,
-                })
+                Ok(PushOutcome::Created { immutable, matched })
             }
         }
     }
@@ -249,7 +247,7 @@ impl TagGuard {
     /// the registry's commit refuses it ([`SinkError::Conflict`]) if a tag changed since.
     pub fn delete(&self, removal: &Removal) -> Result<DeleteOutcome, EngineError> {
         let generation = self.generation();
-        match decide::delete(&generation, &removal.request())? {
+        match decide::delete(&generation, &removal.request(), &removal.policies)? {
             (DeleteDecision::Allow, _) => {
                 self.commit(&generation, "on-delete", removal.change(), Vec::new())?;
                 Ok(DeleteOutcome::Allowed)

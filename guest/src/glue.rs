@@ -86,28 +86,10 @@ macro_rules! export_policy_plugin {
                 }
             }
 
-            fn scope_out(s: m::Scope) -> t::Scope {
-                match s {
-                    m::Scope::Namespace => t::Scope::Namespace,
-                    m::Scope::Repository => t::Scope::Repository,
-                }
-            }
-
             fn policy_in(p: t::Policy) -> m::Policy {
                 m::Policy {
                     uuid: p.uuid,
                     scope: scope_in(p.scope),
-                    namespace: p.namespace,
-                    repository: p.repository,
-                    tag_pattern: p.tag_pattern,
-                    tag_pattern_matches: p.tag_pattern_matches,
-                }
-            }
-
-            fn policy_out(p: m::Policy) -> t::Policy {
-                t::Policy {
-                    uuid: p.uuid,
-                    scope: scope_out(p.scope),
                     namespace: p.namespace,
                     repository: p.repository,
                     tag_pattern: p.tag_pattern,
@@ -164,13 +146,40 @@ macro_rules! export_policy_plugin {
                 }
             }
 
-            fn matches_out(ms: Vec<m::PolicyMatch>) -> Vec<t::PolicyMatch> {
-                ms.into_iter()
-                    .map(|x| t::PolicyMatch {
-                        policy: policy_out(x.policy),
-                        pattern_matched: x.pattern_matched,
-                    })
+            /// The indices in `policies` of the matched policies (uuids are distinct in a
+            /// set), in the order matched, which is the set's order.
+            fn indices(policies: &[m::Policy], matched: &[m::PolicyMatch]) -> Vec<u32> {
+                matched
+                    .iter()
+                    .filter_map(|x| policies.iter().position(|p| p.uuid == x.policy.uuid))
+                    .map(|i| i as u32)
                     .collect()
+            }
+
+            /// A policy set compiled once and kept by the instance. Decisions take its list
+            /// out for the call and put it back, so no policy is copied per call.
+            struct PolicySetResource {
+                policies: RefCell<Vec<m::Policy>>,
+            }
+
+            impl PolicySetResource {
+                /// Runs `f` with the set's policies moved into it, and puts them back.
+                fn lend<R>(&self, f: impl FnOnce(Vec<m::Policy>) -> (Vec<m::Policy>, R)) -> R {
+                    let taken = std::mem::take(&mut *self.policies.borrow_mut());
+                    let (back, result) = f(taken);
+                    *self.policies.borrow_mut() = back;
+                    result
+                }
+            }
+
+            impl pe::GuestPolicySet for PolicySetResource {
+                fn compile(policies: Vec<t::Policy>) -> Result<pe::PolicySet, t::Error> {
+                    let policies = policies_in(policies);
+                    with_plugin(|p, _| p.check_policies(&policies)).map_err(error_out)?;
+                    Ok(pe::PolicySet::new(PolicySetResource {
+                        policies: RefCell::new(policies),
+                    }))
+                }
             }
 
             fn policy_error_out(e: m::PolicyError) -> t::PolicyError {
@@ -222,6 +231,8 @@ macro_rules! export_policy_plugin {
             struct Component;
 
             impl pe::Guest for Component {
+                type PolicySet = PolicySetResource;
+
                 fn validate_policy(
                     candidate: t::Policy,
                     existing: Vec<t::Policy>,
@@ -231,37 +242,53 @@ macro_rules! export_policy_plugin {
                         .map_err(policy_error_out)
                 }
 
-                fn on_push(request: pe::PushRequest) -> Result<pe::PushDecision, t::Error> {
-                    let req = m::PushRequest {
-                        namespace: request.namespace,
-                        repository: request.repository,
-                        tag_name: request.tag_name,
-                        manifest_digest: request.manifest_digest,
-                        existing: request.existing.map(tag_in),
-                        policies: policies_in(request.policies),
-                    };
-                    let decision = with_plugin(|p, h| p.on_push(h, &req)).map_err(error_out)?;
-                    Ok(match decision {
-                        m::PushDecision::Deny(keeping) => pe::PushDecision::Deny(matches_out(keeping)),
-                        m::PushDecision::Create { immutable, matched } => {
-                            pe::PushDecision::Create(pe::CreateDecision {
-                                immutable,
-                                matched: matches_out(matched),
-                            })
-                        }
+                fn on_push(
+                    request: pe::PushRequest,
+                    policies: pe::PolicySetBorrow<'_>,
+                ) -> Result<pe::PushDecision, t::Error> {
+                    policies.get::<PolicySetResource>().lend(|policies| {
+                        let req = m::PushRequest {
+                            namespace: request.namespace,
+                            repository: request.repository,
+                            tag_name: request.tag_name,
+                            manifest_digest: request.manifest_digest,
+                            existing: request.existing.map(tag_in),
+                            policies,
+                        };
+                        let decision = with_plugin(|p, h| p.on_push(h, &req)).map_err(error_out);
+                        let decision = decision.map(|d| match d {
+                            m::PushDecision::Deny(keeping) => {
+                                pe::PushDecision::Deny(indices(&req.policies, &keeping))
+                            }
+                            m::PushDecision::Create { immutable, matched } => {
+                                pe::PushDecision::Create(pe::CreateDecision {
+                                    immutable,
+                                    matched: indices(&req.policies, &matched),
+                                })
+                            }
+                        });
+                        (req.policies, decision)
                     })
                 }
 
-                fn on_delete(request: pe::DeleteRequest) -> Result<pe::DeleteDecision, t::Error> {
-                    let req = m::DeleteRequest {
-                        operation: operation_in(request.operation),
-                        tags: request.tags.into_iter().map(tag_in).collect(),
-                        policies: policies_in(request.policies),
-                    };
-                    match with_plugin(|p, h| p.on_delete(h, &req)).map_err(error_out)? {
-                        m::DeleteDecision::Allow => Ok(pe::DeleteDecision::Allow),
-                        m::DeleteDecision::Deny(ids) => Ok(pe::DeleteDecision::Deny(ids)),
-                    }
+                fn on_delete(
+                    request: pe::DeleteRequest,
+                    policies: pe::PolicySetBorrow<'_>,
+                ) -> Result<pe::DeleteDecision, t::Error> {
+                    policies.get::<PolicySetResource>().lend(|policies| {
+                        let req = m::DeleteRequest {
+                            operation: operation_in(request.operation),
+                            tags: request.tags.into_iter().map(tag_in).collect(),
+                            policies,
+                        };
+                        let decision = with_plugin(|p, h| p.on_delete(h, &req))
+                            .map_err(error_out)
+                            .map(|d| match d {
+                                m::DeleteDecision::Allow => pe::DeleteDecision::Allow,
+                                m::DeleteDecision::Deny(ids) => pe::DeleteDecision::Deny(ids),
+                            });
+                        (req.policies, decision)
+                    })
                 }
 
                 fn on_policy_created(_actor: t::Actor, policy: t::Policy) -> Result<(), t::Error> {
@@ -313,10 +340,12 @@ macro_rules! export_policy_plugin {
 
                 fn explain(
                     tag_name: String,
-                    policies: Vec<t::Policy>,
-                ) -> Result<Vec<t::PolicyMatch>, t::Error> {
-                    with_plugin(|p, _| p.explain(&tag_name, &policies_in(policies)))
-                        .map(matches_out)
+                    policies: pe::PolicySetBorrow<'_>,
+                ) -> Result<Vec<u32>, t::Error> {
+                    let set = policies.get::<PolicySetResource>();
+                    let policies = set.policies.borrow();
+                    with_plugin(|p, _| p.explain(&tag_name, &policies))
+                        .map(|matched| indices(&policies, &matched))
                         .map_err(error_out)
                 }
 

@@ -14,7 +14,7 @@ use crate::pattern::check_tag_name;
 use crate::records::{self, RunProgress, SAMPLE_TAGS};
 
 /// The contract every plugin built on this crate implements.
-pub const CONTRACT: &str = "tagguard:policy@0.2.0";
+pub const CONTRACT: &str = "tagguard:policy@0.3.0";
 
 /// The imports a plugin calls: the audit log and the tag store.
 pub trait Host {
@@ -76,6 +76,13 @@ impl<L: PatternLanguage> PolicyPlugin<L> {
         existing: &[Policy],
     ) -> Result<Policy, PolicyError> {
         crate::policies::validate_policy::<L>(candidate, existing)
+    }
+
+    /// Checks every policy's fields and compiles them as one set, as a decision over
+    /// them would: what `policy-set.compile` does.
+    pub fn check_policies(&mut self, policies: &[Policy]) -> Result<(), Error> {
+        policies_ok(policies)?;
+        self.matcher.prepare(policies).map_err(Error::InvalidPolicy)
     }
 
     /// Every policy that fires for `tag`.

@@ -19,12 +19,12 @@ fn the_default_plugin_exports_the_policy_engine_interface() {
     assert!(
         exports
             .iter()
-            .any(|e| e == "tagguard:policy/policy-engine@0.2.0"),
+            .any(|e| e == "tagguard:policy/policy-engine@0.3.0"),
         "exports: {exports:?}"
     );
     let (_, item) = ty
         .exports(engine)
-        .find(|(n, _)| *n == "tagguard:policy/policy-engine@0.2.0")
+        .find(|(n, _)| *n == "tagguard:policy/policy-engine@0.3.0")
         .unwrap();
     let ComponentItem::ComponentInstance(instance) = item.ty else {
         panic!("policy-engine is not an instance export")
@@ -58,13 +58,13 @@ fn the_default_plugin_exports_the_policy_engine_interface() {
     assert!(
         imports
             .iter()
-            .any(|i| i == "tagguard:policy/audit-log@0.2.0"),
+            .any(|i| i == "tagguard:policy/audit-log@0.3.0"),
         "imports: {imports:?}"
     );
     assert!(
         imports
             .iter()
-            .any(|i| i == "tagguard:policy/tag-store@0.2.0"),
+            .any(|i| i == "tagguard:policy/tag-store@0.3.0"),
         "imports: {imports:?}"
     );
 }
@@ -73,7 +73,7 @@ fn the_default_plugin_exports_the_policy_engine_interface() {
 fn the_default_plugin_reports_its_name_version_and_contract() {
     let plugin = common::default_plugin();
     assert_eq!(plugin.info().name, "tagguard-default");
-    assert_eq!(plugin.info().contract, "tagguard:policy@0.2.0");
+    assert_eq!(plugin.info().contract, "tagguard:policy@0.3.0");
     assert!(plugin.stamp().digest.starts_with("sha256:") && plugin.stamp().digest.len() == 71);
 }
 

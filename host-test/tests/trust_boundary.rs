@@ -367,7 +367,6 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
     let before = reg.audit(&AuditQuery::default()).len();
     for (tag, needle) in [
         ("wrong-cause", "not-a-policy"),
-        ("phantom", "phantom"),
         ("wrong-pattern", "misstates its pattern"),
         ("wrong-repo", "does not name org/app:wrong-repo"),
     ] {
@@ -380,6 +379,16 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
             "{tag}: {err}"
         );
     }
+    // A match is an index into the policy set the host compiled: one past its end names
+    // no policy the plugin was given.
+    let err = engine_error(
+        reg.push(&user("ci"), "org", "app", "phantom", "sha256:p")
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, EngineError::ContractViolation { call: "on-push", reason, .. } if reason.contains("policy index 4, but the set has 4 policies")),
+        "{err}"
+    );
     let policies = reg.policies_in_scope("org", "app");
     let err = reg.guard().explain("phantom", &policies).unwrap_err();
     assert!(
@@ -387,8 +396,22 @@ fn a_push_record_must_name_a_policy_that_fired_and_matches_must_be_given_policie
             &err,
             EngineError::ContractViolation {
                 call: "explain",
+                reason,
                 ..
-            }
+            } if reason.contains("policy index")
+        ),
+        "{err}"
+    );
+    // Indices must ascend: a policy named twice, or out of the set's order, is refused.
+    let err = reg.guard().explain("unsorted", &policies).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::ContractViolation {
+                call: "explain",
+                reason,
+                ..
+            } if reason.contains("must ascend")
         ),
         "{err}"
     );

@@ -37,7 +37,7 @@ def create(guard, registry, uuid, pattern, repository=None, matches=True):
 def test_default_plugin_reports_its_contract(plugin):
     info = plugin.info()
     assert info.name == "tagguard-default"
-    assert info.contract.startswith("tagguard:policy@0.2.")
+    assert info.contract.startswith("tagguard:policy@0.3.")
     assert plugin.stamp().digest.startswith("sha256:")
     assert bytes(tagguard.DEFAULT_PLUGIN_WASM[:4]) == b"\0asm"
 

@@ -17,7 +17,9 @@ and checks, field by field, that the read-only exports answer the same:
   the patterns the plugin rejects (the same kind of error on both sides), plus a few
   extra patterns;
 * ``explain`` of every tag the scenarios push, and a few more, against the whole
-  policy set the scenarios end with;
+  policy set the scenarios end with (each host compiles the list into a
+  ``policy-set`` resource and maps the indices the plugin answers with back to the
+  policies; the firing policies, in order, are compared);
 * ``preview`` of every accepted policy over the tags its scenario pushed (all alive
   and mutable) and over the tags it leaves (deleted ones gone, immutable ones as its
   ``expect_tag`` steps say), comparing the count and the sample's tags in order,
@@ -30,6 +32,7 @@ fails (it does not skip): wasmtime is a declared test dependency.
 """
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -37,9 +40,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 
 import tagguard
-from wasm_host import Policy, PluginRefused, Tag, WasmHost
+import wasm_host
+from wasm_host import ContractBreach, Policy, PluginRefused, Tag, WasmHost
 
 REPO = Path(__file__).resolve().parents[2]
+WORLD_WIT = REPO / "wit" / "world.wit"
 SCENARIO_DIR = REPO / "examples" / "scenarios"
 SCENARIOS = sorted(SCENARIO_DIR.glob("*.json")) + sorted(SCENARIO_DIR.glob("quay/*.json"))
 
@@ -338,11 +343,23 @@ SCENARIO_NAMES = [str(p.relative_to(SCENARIO_DIR).with_suffix("")) for p in SCEN
 # --- tests ---------------------------------------------------------------------------
 
 
+def contract_of_wit() -> str:
+    """The contract wit/world.wit declares, e.g. ``tagguard:policy@0.3.0``."""
+    declared = re.search(
+        r"^package\s+([a-z0-9-]+:[a-z0-9-]+@[0-9A-Za-z.+-]+)\s*;", WORLD_WIT.read_text(), re.M
+    )
+    assert declared, f"no package declaration in {WORLD_WIT}"
+    return declared.group(1)
+
+
 def test_both_hosts_run_the_same_plugin(hosts: Hosts):
     rust = hosts.plugin.info()
     wasm = hosts.wasm.info()
     assert (rust.name, rust.version, rust.contract) == (wasm["name"], wasm["version"], wasm["contract"])
-    assert wasm["contract"] == "tagguard:policy@0.2.0"  # wit/world.wit
+    contract = contract_of_wit()
+    assert wasm["contract"] == contract
+    # The wasmtime-py host is written against that contract too (its import and export names).
+    assert f"{wasm_host.PACKAGE}@{wasm_host.VERSION}" == contract
 
 
 @pytest.mark.parametrize("name", SCENARIO_NAMES)
@@ -398,6 +415,20 @@ def test_explain_answers_the_same(hosts: Hosts, scenarios: Dict[str, Scenario], 
             fired += len(wasm[1])
     assert fired > 0, "no policy fired for any tag: the comparison would prove nothing"
     assert hosts.explain("-leading-dash", policies)[1] == ("refused", "invalid_tag_name", "invalid_tag_name")
+
+
+def test_the_wasmtime_py_host_checks_the_indices_explain_answers_with():
+    """Indices name policies of the set, ascending; anything else breaks the contract."""
+    set_ = [Policy("a", "org", None, "a"), Policy("b", "org", "app", "b", False), Policy("c", "org", None, "c")]
+    assert wasm_host._resolve(set_, []) == []
+    assert [(m.policy, m.pattern_matched) for m in wasm_host._resolve(set_, [0, 1, 2])] == [
+        (set_[0], True),
+        (set_[1], False),
+        (set_[2], True),
+    ]
+    for bad in ([3], [1, 0], [0, 0], [2, 2], [-1], [2**32 - 1]):
+        with pytest.raises(ContractBreach):
+            wasm_host._resolve(set_, bad)
 
 
 @pytest.mark.parametrize("name", SCENARIO_NAMES)

@@ -1,10 +1,21 @@
 """A second host for tagguard plugins, built on wasmtime-py and nothing of tagguard.
 
-It loads a plugin component (world ``tag-policy`` of ``tagguard:policy@0.2.0``, see
-``wit/``) with the ``wasmtime`` PyPI package and calls three read-only exports of
-``policy-engine``: ``validate-policy``, ``explain`` and ``preview``. Everything here
-is written from the WIT contract alone, so a test can hold the Rust host's answers
-against it.
+It loads a plugin component (world ``tag-policy`` of ``tagguard:policy@0.3.0``, see
+``wit/``) with the ``wasmtime`` PyPI package and calls the read-only exports of
+``policy-engine``: ``validate-policy``, ``explain``, ``preview`` and ``info``, and,
+for ``explain``, the resource ``policy-set`` (its constructor
+``[static]policy-set.compile`` and its destructor). Everything here is written from
+the WIT contract alone, so a test can hold the Rust host's answers against it.
+
+``explain`` takes its policies as a ``borrow<policy-set>``: this host compiles the
+list with ``[static]policy-set.compile``, which returns an owned handle (a
+``wasmtime.component.ResourceAny``), passes that handle to ``explain`` (wasmtime-py
+lends a borrow of it for the call), and drops it right after, running the plugin's
+destructor. It keeps no set between calls (the Rust host keeps one per distinct list
+in each instance; caching is a host's choice the contract leaves open, and compiling
+afresh every time also exercises the destructor). The plugin answers with indices
+into the set, which this host checks (each in range, strictly ascending, so each
+policy at most once and in the list's order) and maps back to the policies.
 
 Imports the component needs, and how this host provides them:
 
@@ -24,7 +35,8 @@ Imports the component needs, and how this host provides them:
   stdout and stderr closed, which is the sandbox the contract promises plugins
   ("no files, environment, clocks or network"). No WASI function had to be stubbed.
 
-Values cross wasmtime-py's generic component API: records are
+Values cross wasmtime-py's generic component API: resources are ``ResourceAny``
+handles (``own`` results are the host's to drop with ``ResourceAny.drop``), records are
 ``wasmtime.component.Record`` objects whose attributes carry the WIT field names
 (``tag-pattern``, so ``getattr``/``setattr``), enums are strings, options are the value
 or ``None``, a ``result`` comes back as its ok value or, for an error, as a
@@ -33,11 +45,11 @@ share a Python type are ``Variant(tag, payload)``.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 try:
     import wasmtime
-    from wasmtime.component import Component, Linker, Record, Variant
+    from wasmtime.component import Component, Linker, Record, ResourceAny, Variant
 except ImportError as error:  # a declared test dependency: say so, do not skip
     raise ImportError(
         "the portability test needs wasmtime-py (`pip install wasmtime`, declared in the "
@@ -45,10 +57,13 @@ except ImportError as error:  # a declared test dependency: say so, do not skip
     ) from error
 
 PACKAGE = "tagguard:policy"
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 POLICY_ENGINE = f"{PACKAGE}/policy-engine@{VERSION}"
 AUDIT_LOG = f"{PACKAGE}/audit-log@{VERSION}"
 TAG_STORE = f"{PACKAGE}/tag-store@{VERSION}"
+# The constructor of resource `policy-set`, as the component model names a static
+# function of a resource among its interface's exports.
+COMPILE = "[static]policy-set.compile"
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,13 @@ class Tag:
 
 @dataclass(frozen=True)
 class Match:
-    """A WIT `policy-match`: a policy that fires, and whether its pattern matched."""
+    """A policy that fires for a tag, and whether its pattern itself matched.
+
+    Contract 0.3.0 has no `policy-match` type any more: ``explain`` answers with indices
+    into the policy set. A policy fires when its pattern's match equals its
+    ``tag_pattern_matches``, so ``pattern_matched`` is that polarity (as the Rust host
+    reports it too).
+    """
 
     policy: Policy
     pattern_matched: bool
@@ -147,18 +168,6 @@ def _lower_policy(p: Policy) -> Record:
     )
 
 
-def _lift_policy(r: Record) -> Policy:
-    policy = Policy(
-        uuid=_field(r, "uuid"),
-        namespace=_field(r, "namespace"),
-        repository=_field(r, "repository"),
-        tag_pattern=_field(r, "tag_pattern"),
-        tag_pattern_matches=_field(r, "tag_pattern_matches"),
-    )
-    assert policy.scope == _field(r, "scope"), f"scope and repository disagree in {r.__dict__}"
-    return policy
-
-
 def _lower_tag(t: Tag) -> Record:
     return _record(
         id=t.id,
@@ -192,6 +201,35 @@ def _error(v: Variant) -> PluginRefused:
     if v.tag == "invalid-policy":
         return _policy_error(v.payload)
     return PluginRefused(_snake(v.tag), _snake(v.tag), v.payload)
+
+
+def _resolve(policies: Sequence[Policy], indices: Any) -> List[Match]:
+    """The policies `indices` name in the set compiled from `policies`, as matches.
+
+    The contract's rule for `explain` (and decisions): indices into the set, ascending.
+    Anything else (not a list of integers, out of range, repeated or out of order)
+    breaks the contract and raises ContractBreach.
+    """
+    if not isinstance(indices, list):
+        raise ContractBreach(f"explain returned {indices!r}, not a list of indices")
+    matches = []
+    previous: Optional[int] = None
+    for i in indices:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise ContractBreach(f"explain returned {i!r} among its indices, not a u32")
+        if not 0 <= i < len(policies):
+            raise ContractBreach(
+                f"explain names policy index {i}, but the set has {len(policies)} policies"
+            )
+        if previous is not None and i <= previous:
+            raise ContractBreach(
+                f"explain names policy indices out of order or twice ({previous} then {i}); "
+                "they must ascend"
+            )
+        previous = i
+        policy = policies[i]
+        matches.append(Match(policy, policy.tag_pattern_matches))
+    return matches
 
 
 class _Call:
@@ -234,7 +272,7 @@ class WasmHost:
         engine_index = instance.get_export_index(self.store, POLICY_ENGINE)
         assert engine_index is not None, f"the component does not export {POLICY_ENGINE}"
         exports = {}
-        for name in ("validate-policy", "explain", "preview", "info"):
+        for name in ("validate-policy", COMPILE, "explain", "preview", "info"):
             index = instance.get_export_index(self.store, name, engine_index)
             func = instance.get_func(self.store, index) if index is not None else None
             assert func is not None, f"{POLICY_ENGINE} does not export {name}"
@@ -286,9 +324,14 @@ class WasmHost:
         if self._exports is None:
             self._instantiate()
         assert self._exports is not None
+        func = self._exports[call.name]
+        return self._guarded(call, lambda: func(self.store, *args))
+
+    def _guarded(self, call: _Call, run: Callable[[], Any]) -> Any:
+        """Runs guest code with `call` as what the imports may do."""
         self.call = call
         try:
-            return self._exports[call.name](self.store, *args)
+            return run()
         except BaseException:
             # A trap (or a breach raised by an import) leaves the instance unusable;
             # the next call gets a fresh one, so one failure does not hide the others.
@@ -296,6 +339,23 @@ class WasmHost:
             raise
         finally:
             self.call = None
+
+    def _compile(self, policies: Sequence[Policy]) -> Tuple[ResourceAny, Any]:
+        """An owned `policy-set` handle for `policies` and the store it lives in, or
+        raises PluginRefused (``invalid_policy`` for the first bad policy)."""
+        result = self._invoke(_Call(COMPILE), [_lower_policy(p) for p in policies])
+        if isinstance(result, Variant):
+            raise _error(result)
+        if not isinstance(result, ResourceAny) or not result.owned:
+            raise ContractBreach(f"{COMPILE} returned {result!r}, not an owned policy-set")
+        return result, self.store
+
+    def _drop(self, handle: ResourceAny, store: Any) -> None:
+        """Drops a `policy-set` handle, running the plugin's destructor, unless the
+        instance that made it is gone (a trap replaced it; its store took the set along)."""
+        if self._exports is None or store is not self.store:
+            return
+        self._guarded(_Call("[resource-drop]policy-set"), lambda: handle.drop(store))
 
     def info(self) -> dict:
         r = self._invoke(_Call("info"))
@@ -314,12 +374,22 @@ class WasmHost:
         return result
 
     def explain(self, tag_name: str, policies: Sequence[Policy]) -> List[Match]:
-        result = self._invoke(_Call("explain"), tag_name, [_lower_policy(p) for p in policies])
+        """The policies of `policies` that fire for `tag_name`, in the list's order, or
+        raises PluginRefused (``invalid_policy`` from compiling the set,
+        ``invalid_tag_name``, ...).
+
+        Compiles the list into a `policy-set`, explains under a borrow of it, and drops
+        it before returning, whatever the outcome: no set outlives the call.
+        """
+        policies = list(policies)
+        handle, store = self._compile(policies)
+        try:
+            result = self._invoke(_Call("explain"), tag_name, handle)
+        finally:
+            self._drop(handle, store)
         if isinstance(result, Variant):
             raise _error(result)
-        return [
-            Match(_lift_policy(_field(m, "policy")), _field(m, "pattern_matched")) for m in result
-        ]
+        return _resolve(policies, result)
 
     def preview(self, policy: Policy, sample_limit: int, scan: ScanFn) -> Preview:
         """A dry run of `policy` over the tags `scan` gives, in the policy's scope."""

@@ -46,6 +46,10 @@ mod policy {
 
     /// The lies of the `liar` variant, each triggered by a policy uuid or tag name.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    #[allow(
+        clippy::enum_variant_names,
+        reason = "each variant is named after its trigger, so `preview-lie` is `PreviewLie`"
+    )]
     pub enum Lie {
         /// validate-policy (policy uuid `rewrite`): returns another pattern.
         Rewrite,
@@ -73,7 +77,8 @@ mod policy {
         PreviewLie,
         /// push (tag `wrong-cause`): the record names a policy that did not fire.
         WrongCause,
-        /// push (tag `phantom`) and explain: reports a policy it was not given.
+        /// push (tag `phantom`) and explain: also names index `len`, one past the end of
+        /// the policy set, a policy it was not given.
         Phantom,
         /// push (tag `wrong-pattern`): the record names the right policy with another pattern.
         WrongPattern,
@@ -81,6 +86,9 @@ mod policy {
         WrongRepo,
         /// delete (tag `dup-deny`): denies the same tag id twice, with two records.
         DupDeny,
+        /// explain (tag `unsorted`): names every policy of the set in descending index
+        /// order, or index 0 twice when the set has one policy (nothing for an empty set).
+        Unsorted,
     }
 
     /// The lie this call tells: only the `liar` variant lies, and only when asked to.
@@ -106,30 +114,40 @@ mod policy {
             "wrong-pattern" => Lie::WrongPattern,
             "wrong-repo" => Lie::WrongRepo,
             "dup-deny" => Lie::DupDeny,
+            "unsorted" => Lie::Unsorted,
             _ => return None,
         })
     }
 
-    fn phantom_policy() -> t::Policy {
-        t::Policy {
-            uuid: "phantom".into(),
-            scope: t::Scope::Namespace,
-            namespace: "org".into(),
-            repository: None,
-            tag_pattern: ".*".into(),
-            tag_pattern_matches: true,
+    /// A policy set: the policies it was compiled from, as given (patterns match
+    /// exactly, so there is nothing to compile).
+    struct HostileSet {
+        policies: Vec<t::Policy>,
+    }
+
+    impl pe::GuestPolicySet for HostileSet {
+        fn compile(policies: Vec<t::Policy>) -> Result<pe::PolicySet, t::Error> {
+            Ok(pe::PolicySet::new(HostileSet { policies }))
         }
     }
 
-    fn fires(tag: &str, policies: &[t::Policy]) -> Vec<t::PolicyMatch> {
-        policies
-            .iter()
-            .filter(|p| (p.tag_pattern == tag) == p.tag_pattern_matches)
-            .map(|p| t::PolicyMatch {
-                policy: p.clone(),
-                pattern_matched: p.tag_pattern_matches,
-            })
+    /// Whether `policy` fires for `tag`: its pattern is the tag name exactly.
+    fn fires_for(tag: &str, policy: &t::Policy) -> bool {
+        (policy.tag_pattern == tag) == policy.tag_pattern_matches
+    }
+
+    /// The indices of the policies that fire for `tag`, ascending.
+    fn fires(tag: &str, policies: &[t::Policy]) -> Vec<u32> {
+        (0u32..)
+            .zip(policies)
+            .filter(|(_, p)| fires_for(tag, p))
+            .map(|(i, _)| i)
             .collect()
+    }
+
+    /// One past the last index of `policies`: names no policy of the set.
+    fn out_of_range(policies: &[t::Policy]) -> u32 {
+        policies.len() as u32
     }
 
     fn stage(
@@ -181,6 +199,7 @@ mod policy {
         }
         #[cfg(feature = "recursion")]
         {
+            #[allow(unconditional_recursion)]
             fn deeper(n: u64) -> u64 {
                 std::hint::black_box(deeper(std::hint::black_box(n) + 1)) + 1
             }
@@ -194,9 +213,26 @@ mod policy {
         }
     }
 
+    /// The fault of `loop-run`, after a scan that returned `found` tags: spins
+    /// without calling back. A function of its own, so the rest of the run stays
+    /// reachable code in every variant.
+    fn fault_in_run(found: usize) {
+        #[cfg(feature = "loop-run")]
+        {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(found as u64));
+            }
+        }
+        #[cfg(not(feature = "loop-run"))]
+        let _ = found;
+    }
+
     struct Hostile;
 
     impl pe::Guest for Hostile {
+        type PolicySet = HostileSet;
+
         fn validate_policy(
             candidate: t::Policy,
             _existing: Vec<t::Policy>,
@@ -207,8 +243,12 @@ mod policy {
             Ok(candidate.tag_pattern.trim().into())
         }
 
-        fn on_push(r: pe::PushRequest) -> Result<pe::PushDecision, t::Error> {
+        fn on_push(
+            r: pe::PushRequest,
+            policies: pe::PolicySetBorrow<'_>,
+        ) -> Result<pe::PushDecision, t::Error> {
             fault_in_push();
+            let policies = &policies.get::<HostileSet>().policies;
             let (ns, repo, tag) = (
                 r.namespace.as_str(),
                 Some(r.repository.as_str()),
@@ -217,16 +257,13 @@ mod policy {
             if r.existing.as_ref().is_some_and(|e| e.immutable) {
                 let meta = json!({ "tag": r.tag_name, "operation": "push", "outcome": "denied" });
                 stage(t::RecordKind::TagImmutabilityDenied, ns, repo, tag, meta)?;
-                return Ok(pe::PushDecision::Deny(fires(&r.tag_name, &r.policies)));
+                return Ok(pe::PushDecision::Deny(fires(&r.tag_name, policies)));
             }
-            let mut matched = fires(&r.tag_name, &r.policies);
+            let mut matched = fires(&r.tag_name, policies);
             if lie(&r.tag_name) == Some(Lie::Phantom) {
-                matched.push(t::PolicyMatch {
-                    policy: phantom_policy(),
-                    pattern_matched: true,
-                });
+                matched.push(out_of_range(policies));
             }
-            let Some(first) = matched.first() else {
+            let Some(&first) = matched.first() else {
                 return Ok(pe::PushDecision::Create(pe::CreateDecision {
                     immutable: false,
                     matched,
@@ -235,7 +272,11 @@ mod policy {
             let cause = if lie(&r.tag_name) == Some(Lie::WrongCause) {
                 "not-a-policy".to_string()
             } else {
-                first.policy.uuid.clone()
+                // The phantom index names no policy: its record names the phantom.
+                policies
+                    .get(first as usize)
+                    .map_or("phantom", |p| p.uuid.as_str())
+                    .to_string()
             };
             let mut meta = json!({
                 "tag": r.tag_name, "manifest_digest": r.manifest_digest, "previous_immutable": false,
@@ -265,7 +306,10 @@ mod policy {
             }))
         }
 
-        fn on_delete(r: pe::DeleteRequest) -> Result<pe::DeleteDecision, t::Error> {
+        fn on_delete(
+            r: pe::DeleteRequest,
+            _policies: pe::PolicySetBorrow<'_>,
+        ) -> Result<pe::DeleteDecision, t::Error> {
             let mut blocking: Vec<_> = r.tags.iter().filter(|x| x.immutable).collect();
             if let Some(first) = blocking.first().copied()
                 && lie(&first.name) == Some(Lie::DupDeny)
@@ -346,13 +390,7 @@ mod policy {
                     limit: o.batch_size,
                 };
                 let tags = tag_store::scan(request).map_err(t::Error::Store)?;
-                #[cfg(feature = "loop-run")]
-                {
-                    let mut n: u64 = 0;
-                    loop {
-                        n = std::hint::black_box(n.wrapping_add(tags.len() as u64));
-                    }
-                }
+                fault_in_run(tags.len());
                 if told == Some(Lie::Rescan) {
                     continue;
                 }
@@ -366,9 +404,7 @@ mod policy {
                 pages += 1;
                 let firing: Vec<_> = tags
                     .iter()
-                    .filter(|x| {
-                        !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty()
-                    })
+                    .filter(|x| !x.immutable && fires_for(&x.name, &p))
                     .collect();
                 let changed = if firing.is_empty() {
                     Vec::new()
@@ -478,17 +514,22 @@ mod policy {
 
         fn explain(
             tag_name: String,
-            policies: Vec<t::Policy>,
-        ) -> Result<Vec<t::PolicyMatch>, t::Error> {
+            policies: pe::PolicySetBorrow<'_>,
+        ) -> Result<Vec<u32>, t::Error> {
             eprintln!("hostile plugin: a stale note from explain");
-            let mut matched = fires(&tag_name, &policies);
-            if lie(&tag_name) == Some(Lie::Phantom) {
-                matched.push(t::PolicyMatch {
-                    policy: phantom_policy(),
-                    pattern_matched: true,
-                });
-            }
-            Ok(matched)
+            let policies = &policies.get::<HostileSet>().policies;
+            Ok(match lie(&tag_name) {
+                Some(Lie::Phantom) => {
+                    let mut matched = fires(&tag_name, policies);
+                    matched.push(out_of_range(policies));
+                    matched
+                }
+                Some(Lie::Unsorted) => match policies.len() {
+                    1 => vec![0, 0],
+                    n => (0..n as u32).rev().collect(),
+                },
+                _ => fires(&tag_name, policies),
+            })
         }
 
         fn preview(p: t::Policy, _limit: u32) -> Result<pe::PreviewReport, t::Error> {
@@ -501,9 +542,10 @@ mod policy {
                 .map_err(t::Error::Store)?;
                 let Some(last) = tags.last() else { break };
                 after_id = last.id;
-                sample.extend(tags.into_iter().filter(|x| {
-                    !x.immutable && !fires(&x.name, std::slice::from_ref(&p)).is_empty()
-                }));
+                sample.extend(
+                    tags.into_iter()
+                        .filter(|x| !x.immutable && fires_for(&x.name, &p)),
+                );
             }
             if lie(&p.uuid) == Some(Lie::PreviewLie) {
                 sample.push(t::Tag {
@@ -525,7 +567,7 @@ mod policy {
             pe::PluginInfo {
                 name: "hostile".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                contract: "tagguard:policy@0.2.0".into(),
+                contract: "tagguard:policy@0.3.0".into(),
             }
         }
     }

@@ -1,8 +1,9 @@
 //! A hostile plugin for tests of the engine's completeness guard (invariant 4).
 //!
-//! `on-push` creates every tag immutable without staging a record, and
-//! `run-retroactive` marks tags with records that name another tag. The
-//! engine must reject both outcomes and commit nothing.
+//! `on-push` creates every tag immutable without staging a record (and
+//! without naming a policy of the set that fired), and `run-retroactive`
+//! marks tags with records that name another tag. The engine must reject both
+//! outcomes and commit nothing.
 #![cfg(target_family = "wasm")]
 
 wit_bindgen::generate!({ world: "tag-policy", path: "../../../wit" });
@@ -13,7 +14,19 @@ use tagguard::policy::types as t;
 
 struct Forgetful;
 
+/// A policy set compiled by accepting every policy and keeping none: no
+/// decision of this plugin looks at them.
+struct Ignored;
+
+impl pe::GuestPolicySet for Ignored {
+    fn compile(_policies: Vec<t::Policy>) -> Result<pe::PolicySet, t::Error> {
+        Ok(pe::PolicySet::new(Ignored))
+    }
+}
+
 impl pe::Guest for Forgetful {
+    type PolicySet = Ignored;
+
     fn validate_policy(
         candidate: t::Policy,
         _existing: Vec<t::Policy>,
@@ -21,14 +34,20 @@ impl pe::Guest for Forgetful {
         Ok(candidate.tag_pattern.trim().into())
     }
 
-    fn on_push(_request: pe::PushRequest) -> Result<pe::PushDecision, t::Error> {
+    fn on_push(
+        _request: pe::PushRequest,
+        _policies: pe::PolicySetBorrow<'_>,
+    ) -> Result<pe::PushDecision, t::Error> {
         Ok(pe::PushDecision::Create(pe::CreateDecision {
             immutable: true,
             matched: vec![],
         }))
     }
 
-    fn on_delete(_request: pe::DeleteRequest) -> Result<pe::DeleteDecision, t::Error> {
+    fn on_delete(
+        _request: pe::DeleteRequest,
+        _policies: pe::PolicySetBorrow<'_>,
+    ) -> Result<pe::DeleteDecision, t::Error> {
         Ok(pe::DeleteDecision::Allow)
     }
 
@@ -87,8 +106,8 @@ impl pe::Guest for Forgetful {
 
     fn explain(
         _tag_name: String,
-        _policies: Vec<t::Policy>,
-    ) -> Result<Vec<t::PolicyMatch>, t::Error> {
+        _policies: pe::PolicySetBorrow<'_>,
+    ) -> Result<Vec<u32>, t::Error> {
         Ok(vec![])
     }
 
@@ -103,7 +122,7 @@ impl pe::Guest for Forgetful {
         pe::PluginInfo {
             name: "missing-record".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            contract: "tagguard:policy@0.2.0".into(),
+            contract: "tagguard:policy@0.3.0".into(),
         }
     }
 }
